@@ -1,0 +1,32 @@
+# Copyright 2026 ecrm_addon contributors
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl).
+{
+    "name": "e-CRM",
+    "summary": "Electronic CRM: one interaction log per customer, customer value "
+    "and loyalty scores, one-to-one marketing with consent",
+    "version": "18.0.1.0.0",
+    "category": "Sales/CRM",
+    "author": "ecrm_addon contributors",
+    "maintainers": ["ecrm-addon"],
+    "license": "LGPL-3",
+    "development_status": "Alpha",
+    "application": True,
+    "installable": True,
+    "depends": [
+        "sale_management",
+        "mass_mailing",
+        "mass_mailing_sms",
+        "loyalty",
+    ],
+    "external_dependencies": {"python": []},
+    "data": [
+        "security/ecrm_groups.xml",
+        "security/ir.model.access.csv",
+        "security/ecrm_security.xml",
+        "views/ecrm_menus.xml",
+        "views/res_config_settings_views.xml",
+    ],
+    "demo": [
+        "demo/ecrm_demo.xml",
+    ],
+}

@@ -1,0 +1,2 @@
+from . import ecrm_demo
+from . import res_config_settings

@@ -1,0 +1,221 @@
+import random
+from datetime import timedelta
+
+from odoo import Command, api, fields, models
+from odoo.tools import SQL
+
+FIRST_NAMES = [
+    "Anna", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas",
+    "Klara", "Liam", "Maya", "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Samir", "Tess",
+]  # fmt: skip
+LAST_NAMES = [
+    "Adler", "Brooks", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito",
+    "Jensen", "Keller", "Lopez", "Martin", "Novak", "Olsen", "Peters", "Rossi", "Schmidt",
+]  # fmt: skip
+COMPANY_WORDS = [
+    "Alpine", "Blue", "Cedar", "Delta", "Ember", "Falcon", "Granite", "Harbor", "Iris",
+    "Juniper", "Kite", "Lumen", "Maple", "Nova", "Orbit", "Pioneer", "Quartz", "River",
+]  # fmt: skip
+COMPANY_KINDS = ["Bakery", "Studio", "Outfitters", "Labs", "Trading", "Hotels", "Clinic"]
+
+DEMO_PRODUCTS = [
+    ("Espresso Machine Pro", 489.0, "consu"),
+    ("Coffee Grinder", 129.0, "consu"),
+    ("Barista Course", 249.0, "service"),
+    ("Single-Origin Beans 1 kg", 32.0, "consu"),
+    ("Milk Frother", 59.0, "consu"),
+    ("Descaling Kit", 14.5, "consu"),
+    ("Service Plan (1 year)", 179.0, "service"),
+    ("Travel Mug", 19.9, "consu"),
+]
+EUROPE_COMPANY = "Brewline Europe GmbH"
+
+# Buying behaviours: (share of customers, orders per year, spend level, yearly churn chance)
+PROFILES = [
+    ("champion", 0.12, 10.0, 2.5, 0.02),
+    ("loyal", 0.20, 5.0, 1.5, 0.05),
+    ("regular", 0.25, 2.5, 1.0, 0.15),
+    ("big_occasional", 0.08, 1.0, 4.0, 0.10),
+    ("fading", 0.20, 3.0, 1.0, 0.70),
+    ("one_off", 0.15, 0.3, 0.8, 0.90),
+]
+
+
+class EcrmDemo(models.AbstractModel):
+    """Builds the demo business: customers with three years of confirmed orders.
+
+    Only called from the demo data file. Customers get a buying profile (purchase
+    rate, spend level, chance to stop buying) so that recency, frequency and
+    monetary value differ the way they do in a real shop. Orders are created and
+    confirmed through the ORM in batches, then back-dated in one SQL statement
+    (confirmation sets ``date_order`` to now).
+    """
+
+    _name = "ecrm.demo"
+    _description = "e-CRM demo data"
+
+    @api.model
+    def _generate_demo_data(self, customers=200, years=3, seed=20261124):
+        rng = random.Random(seed)
+        main = self.env.ref("base.main_company")
+        europe, team_europe, pricelist_eur, products = self._create_demo_business(main)
+        customers = self._create_demo_customers(rng, customers, main, europe)
+        now = fields.Datetime.now().replace(microsecond=0)
+        start = now - timedelta(days=365 * years)
+        plans = []
+        for partner, home in customers:
+            plans += self._plan_orders(rng, partner, home, (main, europe), start, now)
+        teams = {main: self.env.ref("sales_team.team_sales_department"), europe: team_europe}
+        self._create_demo_orders(rng, plans, products, teams, pricelist_eur)
+        return True
+
+    @api.model
+    def _create_demo_business(self, main):
+        """A second company in another currency, its team, a pricelist, products."""
+        euro = self.env.ref("base.EUR")
+        other_currency = euro if main.currency_id != euro else self.env.ref("base.USD")
+        other_currency.active = True
+        europe = self.env["res.company"].create(
+            {
+                "name": EUROPE_COMPANY,
+                "currency_id": other_currency.id,
+                "country_id": self.env.ref("base.de").id,
+                "city": "Hamburg",
+                "email": "hello@brewline-europe.example.com",
+            }
+        )
+        salespeople = self.env.ref("base.user_admin") | self.env.ref("base.user_demo")
+        salespeople.write({"company_ids": [Command.link(europe.id)]})
+        team_europe = self.env["crm.team"].create(
+            {
+                "name": "Europe Sales",
+                "company_id": europe.id,
+                "user_id": self.env.ref("base.user_demo").id,
+            }
+        )
+        pricelist = self.env["product.pricelist"].create(
+            {"name": "Euro customers", "currency_id": other_currency.id, "company_id": main.id}
+        )
+        products = self.env["product.product"].create(
+            [
+                {
+                    "name": name,
+                    "list_price": price,
+                    "standard_price": round(price * 0.55, 2),
+                    "type": kind,
+                    "sale_ok": True,
+                    "taxes_id": [Command.clear()],
+                }
+                for name, price, kind in DEMO_PRODUCTS
+            ]
+        )
+        return europe, team_europe, pricelist, products
+
+    @api.model
+    def _create_demo_customers(self, rng, count, main, europe):
+        us = self.env.ref("base.us")
+        eu_countries = [self.env.ref(f"base.{code}") for code in ("de", "fr", "be", "nl")]
+        vals_list = []
+        for index in range(count):
+            in_europe = index % 4 == 0
+            is_company = index % 3 == 0
+            if is_company:
+                name = (
+                    f"{rng.choice(COMPANY_WORDS)} {rng.choice(COMPANY_WORDS)} "
+                    f"{rng.choice(COMPANY_KINDS)}"
+                )
+            else:
+                name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+            slug = "".join(ch for ch in name.lower() if ch.isalnum())
+            vals_list.append(
+                {
+                    "name": name,
+                    "is_company": is_company,
+                    "email": f"{slug}{index}@example.com",
+                    "phone": f"+1 555 01{index:04d}" if not in_europe else False,
+                    "country_id": (rng.choice(eu_countries) if in_europe else us).id,
+                    # A quarter of the customers belong to one company; the rest are shared.
+                    "company_id": europe.id if in_europe and index % 8 == 0 else False,
+                    "customer_rank": 1,
+                    "ref": f"ECRM{index:04d}",
+                }
+            )
+        partners = self.env["res.partner"].create(vals_list)
+        return [
+            (partner, europe if vals["country_id"] != us.id else main)
+            for partner, vals in zip(partners, vals_list, strict=True)
+        ]
+
+    @api.model
+    def _plan_orders(self, rng, partner, home, both_companies, start, now):
+        """Simulate one customer's purchases: a list of (company, date, state, spend)."""
+        weights = [profile[1] for profile in PROFILES]
+        _name, _share, rate, spend, churn = rng.choices(PROFILES, weights)[0]
+        rate *= rng.uniform(0.6, 1.4)
+        spend *= rng.uniform(0.7, 1.3)
+        span = (now - start).total_seconds()
+        birth = start + timedelta(seconds=span * rng.random() ** 1.5)
+        companies = [home]
+        if not partner.company_id and rng.random() < 0.1:
+            companies = list(both_companies)  # a shared customer buying from both companies
+        plans = []
+        date = birth
+        while date < now:
+            plans.append(
+                {
+                    "partner": partner,
+                    "company": rng.choice(companies),
+                    "date": date,
+                    "spend": spend,
+                    "state": rng.choices(["sale", "cancel", "draft"], [90, 6, 4])[0],
+                }
+            )
+            if rng.random() < churn * (1 / max(rate, 0.3)):
+                break  # this customer stopped buying
+            date += timedelta(days=rng.expovariate(rate / 365.0))
+        return plans
+
+    @api.model
+    def _create_demo_orders(self, rng, plans, products, teams, eur_pricelist):
+        salespeople = self.env.ref("base.user_admin") | self.env.ref("base.user_demo")
+        vals_list = []
+        for plan in plans:
+            lines = []
+            for product in rng.sample(list(products), rng.randint(1, 3)):
+                qty = max(1, round(plan["spend"] * rng.gammavariate(2.0, 1.0)))
+                lines.append((0, 0, {"product_id": product.id, "product_uom_qty": qty}))
+            company = plan["company"]
+            vals = {
+                "partner_id": plan["partner"].id,
+                "company_id": company.id,
+                "team_id": teams[company].id,
+                "user_id": rng.choice(salespeople).id,
+                "order_line": lines,
+            }
+            if company == eur_pricelist.company_id and rng.random() < 0.15:
+                vals["pricelist_id"] = eur_pricelist.id  # orders in a second currency
+            vals_list.append(vals)
+        orders = self.env["sale.order"].create(vals_list)
+        by_state = {"sale": [], "cancel": [], "draft": []}
+        for order, plan in zip(orders, plans, strict=True):
+            by_state[plan["state"]].append(order.id)
+        self.env["sale.order"].browse(by_state["sale"] + by_state["cancel"]).action_confirm()
+        self.env["sale.order"].browse(by_state["cancel"])._action_cancel()
+        self._backdate_orders(orders, [plan["date"] for plan in plans])
+
+    @api.model
+    def _backdate_orders(self, orders, dates):
+        orders.flush_recordset()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE sale_order o
+                   SET date_order = v.date_order, create_date = v.date_order
+                  FROM unnest(%(ids)s::int[], %(dates)s::timestamp[]) AS v(id, date_order)
+                 WHERE o.id = v.id
+                """,
+                ids=orders.ids,
+                dates=[date.replace(microsecond=0) for date in dates],
+            )
+        )
+        orders.invalidate_recordset(["date_order", "create_date"])
