@@ -67,7 +67,51 @@ class EcrmDemo(models.AbstractModel):
             plans += self._plan_orders(rng, partner, home, (main, europe), start, now)
         teams = {main: self.env.ref("sales_team.team_sales_department"), europe: team_europe}
         self._create_demo_orders(rng, plans, products, teams, pricelist_eur)
+        self._create_demo_interactions(rng, plans, now)
         return True
+
+    @api.model
+    def _create_demo_interactions(self, rng, plans, now):
+        """Calls, visits, letters, chats and emails around the customers' purchases."""
+        channels = {
+            code: self.env.ref(f"ecrm_addon.ecrm_channel_{code}")
+            for code in ("phone", "email", "chat", "web", "in_person", "letter", "social")
+        }
+        kinds = [
+            ("phone", "outbound", "manual", "Follow-up call", 30),
+            ("phone", "inbound", "manual", "Customer called about delivery", 20),
+            ("email", "inbound", "api", "Question about a product", 15),
+            ("chat", "inbound", "api", "Chat on the web shop", 15),
+            ("web", "inbound", "api", "Visited the web shop", 10),
+            ("in_person", "outbound", "manual", "Visit at the customer's", 5),
+            ("letter", "outbound", "manual", "Yearly catalogue sent", 3),
+            ("social", "inbound", "api", "Comment on our page", 2),
+        ]
+        outcomes = {"phone": ["done", "no_answer", "voicemail", "follow_up", "interested"]}
+        salespeople = self.env.ref("base.user_admin") | self.env.ref("base.user_demo")
+        vals_list = []
+        for plan in plans:
+            if rng.random() > 0.6:
+                continue
+            code, direction, mode, subject, _weight = rng.choices(kinds, [k[4] for k in kinds])[0]
+            date = min(plan["date"] + timedelta(days=rng.uniform(-10, 20)), now)
+            vals_list.append(
+                {
+                    "partner_id": plan["partner"].id,
+                    "channel_id": channels[code].id,
+                    "direction": direction,
+                    "date": date,
+                    "subject": subject,
+                    "duration": round(rng.uniform(0.05, 0.5), 2) if code == "phone" else 0.0,
+                    "outcome": rng.choice(outcomes.get(code, ["done"])),
+                    "user_id": rng.choice(salespeople).id,
+                    "company_id": plan["company"].id,
+                    "capture_mode": mode,
+                    "source_system": "demo" if mode == "api" else False,
+                    "external_ref": f"demo-{len(vals_list)}" if mode == "api" else False,
+                }
+            )
+        self.env["ecrm.interaction"].create(vals_list)
 
     @api.model
     def _create_demo_business(self, main):
@@ -178,6 +222,11 @@ class EcrmDemo(models.AbstractModel):
     @api.model
     def _create_demo_orders(self, rng, plans, products, teams, eur_pricelist):
         salespeople = self.env.ref("base.user_admin") | self.env.ref("base.user_demo")
+        mediums = [
+            self.env.ref("utm.utm_medium_website"),
+            self.env.ref("utm.utm_medium_email"),
+            None,
+        ]
         vals_list = []
         for plan in plans:
             lines = []
@@ -192,6 +241,9 @@ class EcrmDemo(models.AbstractModel):
                 "user_id": rng.choice(salespeople).id,
                 "order_line": lines,
             }
+            medium = rng.choices(mediums, [30, 20, 50])[0]
+            if medium:
+                vals["medium_id"] = medium.id  # logged on the medium's channel
             if company == eur_pricelist.company_id and rng.random() < 0.15:
                 vals["pricelist_id"] = eur_pricelist.id  # orders in a second currency
             vals_list.append(vals)
@@ -219,3 +271,17 @@ class EcrmDemo(models.AbstractModel):
             )
         )
         orders.invalidate_recordset(["date_order", "create_date"])
+        # The confirmations were logged now: date them like their orders.
+        self.env["ecrm.interaction"].flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE ecrm_interaction i
+                   SET date = o.date_order
+                  FROM sale_order o
+                 WHERE i.res_model = 'sale.order' AND i.res_id = o.id AND o.id = ANY(%(ids)s)
+                """,
+                ids=orders.ids,
+            )
+        )
+        self.env["ecrm.interaction"].invalidate_model(["date"])

@@ -1,1 +1,2 @@
 from . import test_ecrm_foundation
+from . import test_ecrm_interaction

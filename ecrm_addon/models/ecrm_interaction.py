@@ -1,0 +1,304 @@
+from datetime import timedelta
+
+from odoo import api, fields, models, tools
+from odoo.exceptions import ValidationError
+from odoo.tools import SQL
+
+CAPTURE_MODES = [
+    ("manual", "Manual"),
+    ("automatic", "Automatic"),
+    ("api", "API"),
+    ("campaign", "Campaign"),
+]
+OUTCOMES = [
+    ("done", "Done"),
+    ("sent", "Sent"),
+    ("opened", "Opened"),
+    ("clicked", "Clicked"),
+    ("replied", "Replied"),
+    ("bounced", "Bounced"),
+    ("failed", "Failed"),
+    ("no_answer", "No answer"),
+    ("voicemail", "Left a voicemail"),
+    ("follow_up", "Follow-up needed"),
+    ("interested", "Interested"),
+    ("not_interested", "Not interested"),
+    ("ordered", "Ordered"),
+]
+# Captured sources: (model, id) of the record an interaction was captured from.
+SOURCE_MODELS = [
+    ("sale.order", "Sales Order"),
+    ("mail.message", "Message"),
+    ("mailing.trace", "Mailing Trace"),
+    ("mail.activity", "Activity"),
+    ("res.partner", "Contact"),
+    ("crm.lead", "Lead/Opportunity"),
+]
+
+
+class EcrmInteraction(models.Model):
+    _name = "ecrm.interaction"
+    _description = "Customer Interaction"
+    _inherit = ["utm.mixin"]
+    _order = "date desc, id desc"
+    _rec_name = "subject"
+    _check_company_auto = True
+
+    partner_id = fields.Many2one(
+        "res.partner",
+        string="Customer",
+        required=True,
+        index=True,
+        ondelete="cascade",
+        help="The customer, or the contact person of a customer company.",
+    )
+    commercial_partner_id = fields.Many2one(
+        "res.partner",
+        string="Commercial Entity",
+        related="partner_id.commercial_partner_id",
+        store=True,
+        help="The customer company the contact belongs to; figures roll up to it.",
+    )
+    channel_id = fields.Many2one("ecrm.channel", required=True, index=True, ondelete="restrict")
+    channel_code = fields.Char(related="channel_id.code")
+    channel_icon = fields.Char(related="channel_id.icon")
+    direction = fields.Selection(
+        [("inbound", "Inbound"), ("outbound", "Outbound")],
+        required=True,
+        default="outbound",
+        help="Inbound: the customer contacted the company. Outbound: the company contacted "
+        "the customer.",
+    )
+    date = fields.Datetime(required=True, index=True, default=fields.Datetime.now)
+    subject = fields.Char()
+    summary = fields.Html(sanitize=True, sanitize_overridable=False)
+    duration = fields.Float(help="Length of a call or meeting, in hours.")
+    outcome = fields.Selection(OUTCOMES)
+    user_id = fields.Many2one(
+        "res.users",
+        string="Salesperson",
+        index=True,
+        default=lambda self: self.env.user,
+        domain="[('share', '=', False)]",
+    )
+    team_id = fields.Many2one("crm.team", string="Sales Team", check_company=True)
+    company_id = fields.Many2one(
+        "res.company", required=True, index=True, default=lambda self: self.env.company
+    )
+    sale_order_id = fields.Many2one(
+        "sale.order",
+        string="Sales Order",
+        index="btree_not_null",
+        ondelete="set null",
+        check_company=True,
+    )
+    res_model = fields.Char(string="Source Model", readonly=True)
+    res_id = fields.Many2oneReference(string="Source ID", model_field="res_model", readonly=True)
+    source_ref = fields.Reference(
+        selection="_selection_source_ref",
+        string="Source Document",
+        compute="_compute_source_ref",
+        help="The record this interaction was captured from.",
+    )
+    capture_mode = fields.Selection(
+        CAPTURE_MODES, required=True, default="manual", readonly=True, index=True
+    )
+    source_system = fields.Char(
+        help="The outside system that pushed this interaction (telephony, web chat...)."
+    )
+    external_ref = fields.Char(
+        string="External Reference",
+        help="The interaction's id in the outside system; unique per system and company, "
+        "so that a retried push never makes a duplicate.",
+    )
+
+    def init(self):
+        super().init()
+        # The customer's timeline and figures: newest first, per company.
+        tools.create_index(
+            self.env.cr,
+            "ecrm_interaction_commercial_company_date_idx",
+            self._table,
+            ["commercial_partner_id", "company_id", "date DESC", "id DESC"],
+        )
+        tools.create_index(
+            self.env.cr,
+            "ecrm_interaction_res_idx",
+            self._table,
+            ["res_model", "res_id"],
+            where="res_model IS NOT NULL",
+        )
+        # One interaction per captured source and customer (one message to two contacts
+        # of the same customer is one interaction).
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE UNIQUE INDEX IF NOT EXISTS ecrm_interaction_capture_uniq
+                    ON ecrm_interaction (res_model, res_id, commercial_partner_id)
+                 WHERE capture_mode = 'automatic'
+                """
+            )
+        )
+        # A retried push never makes a duplicate.
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE UNIQUE INDEX IF NOT EXISTS ecrm_interaction_external_ref_uniq
+                    ON ecrm_interaction (company_id, source_system, external_ref)
+                 WHERE external_ref IS NOT NULL
+                """
+            )
+        )
+
+    @api.model
+    def _selection_source_ref(self):
+        return [
+            (model, self.env[model]._description)
+            for model, _label in SOURCE_MODELS
+            if model in self.env
+        ]
+
+    @api.depends("res_model", "res_id")
+    def _compute_source_ref(self):
+        # One existence check per model: sources such as done activities may be gone.
+        existing = set()
+        for model, _label in SOURCE_MODELS:
+            if model in self.env:
+                ids = {i.res_id for i in self if i.res_model == model and i.res_id}
+                existing.update(
+                    (model, res_id) for res_id in self.env[model].sudo().browse(ids).exists().ids
+                )
+        for interaction in self:
+            key = (interaction.res_model, interaction.res_id)
+            interaction.source_ref = key in existing and "%s,%s" % key
+
+    @api.depends("subject", "channel_id", "date")
+    def _compute_display_name(self):
+        for interaction in self:
+            interaction.display_name = interaction.subject or self.env._(
+                "%(channel)s on %(date)s",
+                channel=interaction.channel_id.name or "",
+                date=(interaction.date and fields.Date.to_string(interaction.date)) or "",
+            )
+
+    @api.constrains("date")
+    def _check_date(self):
+        tolerance = timedelta(
+            minutes=int(
+                self.env["ir.config_parameter"]
+                .sudo()  # sudo: a technical setting every logging user needs
+                .get_param("ecrm_addon.future_tolerance_minutes", 10)
+            )
+        )
+        limit = fields.Datetime.now() + tolerance
+        for interaction in self:
+            if interaction.date > limit:
+                raise ValidationError(
+                    self.env._(
+                        "The interaction '%(name)s' is dated %(date)s, in the future. "
+                        "Log interactions that happened, at most %(minutes)s minutes ahead.",
+                        name=interaction.display_name,
+                        date=interaction.date,
+                        minutes=int(tolerance.total_seconds() // 60),
+                    )
+                )
+
+    @api.constrains("duration")
+    def _check_duration(self):
+        if any(interaction.duration < 0 for interaction in self):
+            raise ValidationError(self.env._("The duration of an interaction cannot be negative."))
+
+    @api.constrains("channel_id", "company_id")
+    def _check_channel_company(self):
+        for interaction in self:
+            channel_company = interaction.channel_id.company_id
+            if channel_company and channel_company != interaction.company_id:
+                raise ValidationError(
+                    self.env._(
+                        "The channel '%(channel)s' belongs to %(channel_company)s and cannot "
+                        "be used for an interaction of %(company)s.",
+                        channel=interaction.channel_id.name,
+                        channel_company=channel_company.name,
+                        company=interaction.company_id.name,
+                    )
+                )
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            if not vals.get("partner_id") and not self.env.context.get("default_partner_id"):
+                raise ValidationError(
+                    self.env._("An interaction needs a customer: set the Customer field.")
+                )
+        return super().create(vals_list)
+
+    @api.model
+    def _action_log_interaction(self, partner, res_model=False, res_id=False, order=None):
+        """The 'Log an interaction' dialog, from a customer or a sales order."""
+        phone = self.env["ecrm.channel"]._get_by_code("phone")
+        context = {
+            "default_partner_id": partner.id,
+            "default_channel_id": phone.id,
+            "default_direction": "outbound",
+            "default_res_model": res_model,
+            "default_res_id": res_id,
+        }
+        if order:
+            context.update(
+                default_sale_order_id=order.id,
+                default_company_id=order.company_id.id,
+                default_team_id=order.team_id.id,
+            )
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Log an Interaction"),
+            "res_model": self._name,
+            "view_mode": "form",
+            "views": [(self.env.ref("ecrm_addon.ecrm_interaction_view_form_log").id, "form")],
+            "target": "new",
+            "context": context,
+        }
+
+    # ------------------------------------------------------------
+    # Capture
+    # ------------------------------------------------------------
+
+    @api.model
+    def _capture(self, vals_list):
+        """Create automatically captured interactions, skipping those already captured.
+
+        Each vals dict names its source (``res_model``, ``res_id``) and customer. Duplicates
+        (the same source and customer company, in the batch or already logged) are dropped
+        with one query for the whole batch. Runs as superuser: capture follows what the
+        user did on a document they may edit, whether or not they are an e-CRM user.
+        """
+        if not vals_list:
+            return self.browse()
+        partners = self.env["res.partner"].browse({vals["partner_id"] for vals in vals_list})
+        commercial = {partner.id: partner.commercial_partner_id.id for partner in partners}
+        keys = {(v["res_model"], v["res_id"], commercial[v["partner_id"]]) for v in vals_list}
+        self.flush_model(["res_model", "res_id", "commercial_partner_id", "capture_mode"])
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT res_model, res_id, commercial_partner_id
+                  FROM ecrm_interaction
+                 WHERE capture_mode = 'automatic'
+                   AND (res_model, res_id, commercial_partner_id) IN (
+                       SELECT * FROM unnest(
+                           %(models)s::varchar[], %(ids)s::int[], %(partners)s::int[]))
+                """,
+                models=[key[0] for key in keys],
+                ids=[key[1] for key in keys],
+                partners=[key[2] for key in keys],
+            )
+        )
+        seen = set(self.env.cr.fetchall())
+        to_create = []
+        for vals in vals_list:
+            key = (vals["res_model"], vals["res_id"], commercial[vals["partner_id"]])
+            if key not in seen:
+                seen.add(key)
+                to_create.append(dict(vals, capture_mode="automatic"))
+        # sudo: automatic capture logs what happened on documents the user could act on
+        return self.sudo().with_context(tracking_disable=True).create(to_create)

@@ -1,0 +1,39 @@
+from odoo import fields, models
+
+
+class ResCompany(models.Model):
+    _inherit = "res.company"
+
+    ecrm_capture_email = fields.Boolean(
+        string="Capture Chatter Emails",
+        default=True,
+        help="Log emails exchanged with customers in the chatter of customers, sales orders "
+        "and leads.",
+    )
+    ecrm_capture_order = fields.Boolean(
+        string="Capture Order Confirmations",
+        default=True,
+        help="Log each confirmed sales order as an inbound interaction.",
+    )
+    ecrm_capture_mailing = fields.Boolean(
+        string="Capture Mailings",
+        default=True,
+        help="Log each email and SMS of a mass mailing, with its opens, clicks, replies and "
+        "bounces.",
+    )
+    ecrm_capture_sms = fields.Boolean(
+        string="Capture SMS",
+        default=True,
+        help="Log SMS sent to customers from a document.",
+    )
+    ecrm_capture_call = fields.Boolean(
+        string="Capture Calls",
+        default=True,
+        help="Log phone-call activities marked as done.",
+    )
+    ecrm_order_channel_id = fields.Many2one(
+        "ecrm.channel",
+        string="Default Order Channel",
+        help="Channel of confirmed orders when neither their UTM medium nor their sales team "
+        "names one. Orders confirmed by the customer online are logged on the web channel.",
+    )
