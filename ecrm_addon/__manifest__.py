@@ -11,7 +11,6 @@
     "license": "LGPL-3",
     "development_status": "Alpha",
     "application": True,
-    "installable": True,
     "depends": [
         "sale_management",
         "mass_mailing",

@@ -113,7 +113,6 @@ class EcrmInteraction(models.Model):
     )
 
     def init(self):
-        super().init()
         # The customer's timeline and figures: newest first, per company.
         tools.create_index(
             self.env.cr,
@@ -149,6 +148,7 @@ class EcrmInteraction(models.Model):
                 """
             )
         )
+        return super().init()
 
     @api.model
     def _selection_source_ref(self):

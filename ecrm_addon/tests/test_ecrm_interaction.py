@@ -120,7 +120,7 @@ class TestEcrmInteractionAccess(EcrmInteractionCommon):
         action = customer.action_ecrm_log_interaction()
         self.assertEqual(action["target"], "new")
         form = Form(
-            self.env["ecrm.interaction"].with_context(action["context"]),
+            self.env["ecrm.interaction"].with_context(**action["context"]),
             view="ecrm_addon.ecrm_interaction_view_form_log",
         )
         form.direction = "inbound"
