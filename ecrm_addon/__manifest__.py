@@ -31,6 +31,7 @@
         "views/res_config_settings_views.xml",
         "views/ecrm_menus.xml",
     ],
+    "uninstall_hook": "uninstall_hook",
     "demo": [
         "demo/ecrm_demo.xml",
     ],
