@@ -9,3 +9,5 @@ def uninstall_hook(env):
     statement rather than through the ORM.
     """
     env.cr.execute(SQL("TRUNCATE ecrm_interaction"))
+    # The scoring runs' work table is not an Odoo model: Odoo would leave it behind.
+    env.cr.execute(SQL("DROP TABLE IF EXISTS ecrm_score_stage"))

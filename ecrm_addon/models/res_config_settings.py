@@ -19,3 +19,32 @@ class ResConfigSettings(models.TransientModel):
         help="How far in the future an interaction may be dated (clock differences between "
         "systems).",
     )
+    ecrm_score_order_states = fields.Selection(
+        [("sale", "Confirmed orders"), ("sale,sent", "Confirmed orders and sent quotations")],
+        string="Orders Counted",
+        config_parameter="ecrm_addon.score_order_states",
+        default="sale",
+        help="Which orders count as purchases for recency, frequency and monetary value. "
+        "Cancelled orders never count.",
+    )
+    ecrm_loyalty_weight_recency = fields.Integer(
+        "Recency Weight", config_parameter="ecrm_addon.loyalty_weight_recency", default=30
+    )
+    ecrm_loyalty_weight_frequency = fields.Integer(
+        "Frequency Weight", config_parameter="ecrm_addon.loyalty_weight_frequency", default=25
+    )
+    ecrm_loyalty_weight_monetary = fields.Integer(
+        "Monetary Weight", config_parameter="ecrm_addon.loyalty_weight_monetary", default=25
+    )
+    ecrm_loyalty_weight_engagement = fields.Integer(
+        "Engagement Weight", config_parameter="ecrm_addon.loyalty_weight_engagement", default=20
+    )
+    ecrm_clv_horizon_days = fields.Integer(
+        "Lifetime Value Horizon (days)", config_parameter="ecrm_addon.clv_horizon_days", default=365
+    )
+    ecrm_clv_discount_rate = fields.Float(
+        "Yearly Discount Rate",
+        config_parameter="ecrm_addon.clv_discount_rate",
+        default=0.10,
+        help="Future orders are discounted at this yearly rate (0.10 = 10%).",
+    )

@@ -63,6 +63,189 @@ class ResPartner(models.Model):
         "in the current company).",
     )
 
+    # Customer value: the current company's row of ecrm.customer.score (of the customer
+    # company for a contact person), computed for many partners with one search.
+    ecrm_score_id = fields.Many2one(
+        "ecrm.customer.score",
+        string="Customer Value",
+        compute="_compute_ecrm_score",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_segment_id = fields.Many2one(
+        "ecrm.rfm.segment",
+        string="RFM Segment",
+        compute="_compute_ecrm_score",
+        search="_search_ecrm_segment_id",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_tier_id = fields.Many2one(
+        "ecrm.loyalty.tier",
+        string="Loyalty Tier",
+        compute="_compute_ecrm_score",
+        search="_search_ecrm_tier_id",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_loyalty_score = fields.Float(
+        string="Loyalty Score",
+        compute="_compute_ecrm_score",
+        search="_search_ecrm_loyalty_score",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_churn_risk = fields.Float(
+        string="Churn Risk",
+        compute="_compute_ecrm_score",
+        search="_search_ecrm_churn_risk",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_clv = fields.Float(
+        string="Lifetime Value",
+        compute="_compute_ecrm_score",
+        search="_search_ecrm_clv",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_rfm_code = fields.Char(
+        string="RFM",
+        compute="_compute_ecrm_score",
+        search="_search_ecrm_rfm_code",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_is_top_clv = fields.Boolean(
+        string="Top 10% Lifetime Value",
+        compute="_compute_ecrm_is_top_clv",
+        search="_search_ecrm_is_top_clv",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+
+    ecrm_score_currency_id = fields.Many2one(
+        "res.currency",
+        string="Score Currency",
+        compute="_compute_ecrm_score",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_recency_days = fields.Integer(
+        "Days Since Last Purchase",
+        compute="_compute_ecrm_score",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_frequency = fields.Integer(
+        "Orders", compute="_compute_ecrm_score", groups="ecrm_addon.group_ecrm_user"
+    )
+    ecrm_monetary_total = fields.Monetary(
+        "Total Spent",
+        compute="_compute_ecrm_score",
+        currency_field="ecrm_score_currency_id",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_monetary_avg = fields.Monetary(
+        "Average Order",
+        compute="_compute_ecrm_score",
+        currency_field="ecrm_score_currency_id",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_p_alive = fields.Float(
+        "Probability Still Active",
+        compute="_compute_ecrm_score",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_expected_purchases_365 = fields.Float(
+        "Expected Orders (next year)",
+        compute="_compute_ecrm_score",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_expected_order_value = fields.Monetary(
+        "Expected Order Value",
+        compute="_compute_ecrm_score",
+        currency_field="ecrm_score_currency_id",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_scored_at = fields.Datetime(
+        "Scored As Of", compute="_compute_ecrm_score", groups="ecrm_addon.group_ecrm_user"
+    )
+
+    @api.depends_context("company")
+    def _compute_ecrm_score(self):
+        scores = self.env["ecrm.customer.score"].search(
+            [
+                ("partner_id", "in", self.commercial_partner_id.ids),
+                ("company_id", "=", self.env.company.id),
+            ]
+        )
+        by_partner = {score.partner_id.id: score for score in scores}
+        for partner in self:
+            score = by_partner.get(partner.commercial_partner_id.id, scores.browse())
+            partner.ecrm_score_id = score
+            partner.ecrm_segment_id = score.segment_id
+            partner.ecrm_tier_id = score.tier_id
+            partner.ecrm_loyalty_score = score.loyalty_score
+            partner.ecrm_churn_risk = score.churn_risk
+            partner.ecrm_clv = score.clv
+            partner.ecrm_rfm_code = score.rfm_code
+            partner.ecrm_score_currency_id = score.currency_id
+            partner.ecrm_recency_days = score.recency_days
+            partner.ecrm_frequency = score.frequency
+            partner.ecrm_monetary_total = score.monetary_total
+            partner.ecrm_monetary_avg = score.monetary_avg
+            partner.ecrm_p_alive = score.p_alive
+            partner.ecrm_expected_purchases_365 = score.expected_purchases_365
+            partner.ecrm_expected_order_value = score.expected_order_value
+            partner.ecrm_scored_at = score.scored_at
+
+    @api.depends_context("company")
+    def _compute_ecrm_is_top_clv(self):
+        threshold = self._ecrm_top_clv_threshold()
+        for partner in self:
+            score = partner.ecrm_score_id
+            partner.ecrm_is_top_clv = (
+                bool(score) and threshold is not None and (score.clv >= threshold)
+            )
+
+    def _ecrm_top_clv_threshold(self):
+        """Lifetime value of the 90th percentile of the current company's customers."""
+        Score = self.env["ecrm.customer.score"]
+        Score.flush_model(["clv", "company_id"])
+        self.env.cr.execute(
+            SQL(
+                """SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY clv)
+                     FROM ecrm_customer_score WHERE company_id = %s AND clv IS NOT NULL""",
+                self.env.company.id,
+            )
+        )
+        return self.env.cr.fetchone()[0]
+
+    def _ecrm_score_domain(self, leaf):
+        """Partners whose customer's score in the current company matches ``leaf``."""
+        query = self.env["ecrm.customer.score"]._search(
+            [("company_id", "=", self.env.company.id), leaf]
+        )
+        return [("commercial_partner_id", "in", query.subselect("partner_id"))]
+
+    def _search_ecrm_segment_id(self, operator, value):
+        return self._ecrm_score_domain(("segment_id", operator, value))
+
+    def _search_ecrm_tier_id(self, operator, value):
+        return self._ecrm_score_domain(("tier_id", operator, value))
+
+    def _search_ecrm_loyalty_score(self, operator, value):
+        return self._ecrm_score_domain(("loyalty_score", operator, value))
+
+    def _search_ecrm_churn_risk(self, operator, value):
+        return self._ecrm_score_domain(("churn_risk", operator, value))
+
+    def _search_ecrm_clv(self, operator, value):
+        return self._ecrm_score_domain(("clv", operator, value))
+
+    def _search_ecrm_rfm_code(self, operator, value):
+        return self._ecrm_score_domain(("rfm_code", operator, value))
+
+    def _search_ecrm_is_top_clv(self, operator, value):
+        if operator not in ("=", "!=") or not isinstance(value, bool):
+            raise UserError(self.env._("Search the top lifetime values with = True or = False."))
+        threshold = self._ecrm_top_clv_threshold()
+        if threshold is None:
+            return [(0, "=", 1)] if (operator == "=") == value else []
+        domain = self._ecrm_score_domain(("clv", ">=", threshold))
+        return domain if (operator == "=") == value else ["!", *domain]
+
     @api.depends_context("company")
     def _compute_ecrm_contact_figures(self):
         """All figures of all partners in self with three grouped queries."""

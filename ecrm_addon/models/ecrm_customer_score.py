@@ -1,0 +1,107 @@
+from odoo import api, fields, models, tools
+
+SCORE_SELECTION = [(str(score), str(score)) for score in range(1, 6)]
+
+
+class EcrmCustomerScore(models.Model):
+    """The value and loyalty figures of one customer in one company.
+
+    One row per (customer, company), written in bulk by the scoring run
+    (``ecrm.score.run``), never by a per-record compute: the customer form shows the
+    current company's row.
+    """
+
+    _name = "ecrm.customer.score"
+    _description = "Customer Value Score"
+    _order = "company_id, clv desc, id"
+    _rec_name = "partner_id"
+    _check_company_auto = True
+
+    partner_id = fields.Many2one(
+        "res.partner", string="Customer", required=True, index=True, ondelete="cascade"
+    )
+    company_id = fields.Many2one("res.company", required=True, index=True, ondelete="cascade")
+    currency_id = fields.Many2one(related="company_id.currency_id")
+    run_id = fields.Many2one("ecrm.score.run", string="Scoring Run", ondelete="set null")
+    scored_at = fields.Datetime("Scored On", help="Reference date of the run that scored it.")
+    # Purchases
+    first_order_date = fields.Date(help="Day of the first counted order.")
+    last_order_date = fields.Date(help="Day of the last counted order.")
+    recency_days = fields.Integer(
+        "Recency (days)", help="Days between the last purchase and the reference date."
+    )
+    frequency = fields.Integer(help="Number of counted orders.")
+    repeat_purchases = fields.Integer(help="Days with a purchase after the first one (BG/NBD's x).")
+    monetary_total = fields.Monetary(
+        "Monetary Value",
+        help="Untaxed amount of the counted orders in the company's currency, less posted "
+        "credit notes.",
+    )
+    monetary_avg = fields.Monetary("Average Order Value")
+    refund_total = fields.Monetary("Credit Notes", help="Posted credit notes (untaxed).")
+    r_score = fields.Selection(SCORE_SELECTION, "R", help="Recency quintile: 5 = most recent.")
+    f_score = fields.Selection(SCORE_SELECTION, "F", help="Frequency quintile: 5 = most orders.")
+    m_score = fields.Selection(SCORE_SELECTION, "M", help="Monetary quintile: 5 = highest spend.")
+    rfm_code = fields.Char("RFM", help="R, F and M scores, e.g. 545.")
+    segment_id = fields.Many2one("ecrm.rfm.segment", string="RFM Segment", index=True)
+    # Engagement
+    interaction_count_recent = fields.Integer("Interactions (90 days)")
+    inbound_share = fields.Float(
+        "Inbound Share", help="Share of the last year's interactions started by the customer."
+    )
+    campaign_response_rate = fields.Float(
+        help="Share of the last year's marketing touches the customer opened, clicked or "
+        "replied to."
+    )
+    loyalty_score = fields.Float(
+        help="0-100: recency, frequency, monetary value and engagement, weighted as set in "
+        "the settings."
+    )
+    tier_id = fields.Many2one("ecrm.loyalty.tier", string="Loyalty Tier", index=True)
+    # Predictions (BG/NBD and Gamma-Gamma)
+    p_alive = fields.Float(
+        "Probability Active",
+        digits=(16, 4),
+        help="Probability that the customer still buys (BG/NBD model).",
+    )
+    churn_risk = fields.Float(digits=(16, 4), help="1 - probability active.")
+    expected_purchases_30 = fields.Float("Expected Purchases (30 days)", digits=(16, 3))
+    expected_purchases_90 = fields.Float("Expected Purchases (90 days)", digits=(16, 3))
+    expected_purchases_365 = fields.Float("Expected Purchases (365 days)", digits=(16, 3))
+    expected_order_value = fields.Monetary(help="Expected value of a future order (Gamma-Gamma).")
+    clv = fields.Monetary(
+        "Lifetime Value",
+        help="Expected discounted value of the customer's future orders over the horizon set "
+        "in the settings.",
+    )
+
+    _sql_constraints = [
+        (
+            "partner_company_uniq",
+            "unique(partner_id, company_id)",
+            "A customer has one score per company.",
+        ),
+    ]
+
+    def init(self):
+        tools.create_index(
+            self.env.cr,
+            "ecrm_customer_score_company_clv_idx",
+            self._table,
+            ["company_id", "clv DESC"],
+        )
+        return super().init()
+
+    @api.depends("partner_id", "company_id")
+    def _compute_display_name(self):
+        for score in self:
+            score.display_name = score.partner_id.display_name or ""
+
+    def action_open_customer(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "res.partner",
+            "res_id": self.partner_id.id,
+            "view_mode": "form",
+        }

@@ -1,0 +1,37 @@
+from odoo import fields, models
+
+from .ecrm_customer_score import SCORE_SELECTION
+
+
+class EcrmCustomerScoreHistory(models.Model):
+    """Monthly snapshot of each customer's scores, written in bulk by the scoring runs."""
+
+    _name = "ecrm.customer.score.history"
+    _description = "Customer Score History"
+    _order = "period desc, id"
+    _rec_name = "partner_id"
+
+    period = fields.Date(required=True, index=True, help="First day of the month.")
+    partner_id = fields.Many2one(
+        "res.partner", string="Customer", required=True, index=True, ondelete="cascade"
+    )
+    company_id = fields.Many2one("res.company", required=True, index=True, ondelete="cascade")
+    currency_id = fields.Many2one(related="company_id.currency_id")
+    run_id = fields.Many2one("ecrm.score.run", ondelete="set null")
+    r_score = fields.Selection(SCORE_SELECTION, "R")
+    f_score = fields.Selection(SCORE_SELECTION, "F")
+    m_score = fields.Selection(SCORE_SELECTION, "M")
+    segment_id = fields.Many2one("ecrm.rfm.segment", string="RFM Segment")
+    tier_id = fields.Many2one("ecrm.loyalty.tier", string="Loyalty Tier")
+    loyalty_score = fields.Float()
+    churn_risk = fields.Float(digits=(16, 4))
+    clv = fields.Monetary("Lifetime Value")
+    monetary_total = fields.Monetary("Monetary Value")
+
+    _sql_constraints = [
+        (
+            "partner_company_period_uniq",
+            "unique(partner_id, company_id, period)",
+            "One snapshot per customer, company and period.",
+        ),
+    ]

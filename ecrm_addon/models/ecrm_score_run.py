@@ -1,0 +1,750 @@
+import logging
+import time
+from datetime import timedelta
+
+import numpy as np
+import pytz
+
+from odoo import api, fields, models
+from odoo.exceptions import UserError
+from odoo.tools import SQL
+
+from .ecrm_score_math import score_batch
+
+_logger = logging.getLogger(__name__)
+
+STAGE_TABLE = "ecrm_score_stage"
+RUN_TYPES = [
+    ("full", "Full"),
+    ("incremental", "Incremental"),
+    ("backtest", "Backtest"),
+]
+STEPS = [("aggregate", "Aggregate"), ("predict", "Predict"), ("publish", "Publish")]
+# Columns of the stage table the predict step writes, in the order of score_batch's output.
+PREDICTED = [
+    "r_score",
+    "f_score",
+    "m_score",
+    "segment_id",
+    "loyalty",
+    "tier_id",
+    "p_alive",
+    "e30",
+    "e90",
+    "e365",
+    "e_backtest",
+    "exp_value",
+    "clv",
+]
+
+
+class EcrmScoreRun(models.Model):
+    """One scoring run of one company, executed step by step by the scheduler.
+
+    aggregate: one SQL statement aggregates every customer's orders, credit notes and
+        interactions into an unlogged stage table; full runs then fit the quintile
+        bounds and the BG/NBD and Gamma-Gamma models on the company's summary.
+    predict: batches of stage rows get their scores and predictions (numpy, vectorised).
+    publish: one upsert copies the stage into ``ecrm.customer.score`` (and the monthly
+        history); until then users see the previous run's scores, whatever happens.
+
+    A killed run resumes at its step: each step can be repeated safely.
+    """
+
+    _name = "ecrm.score.run"
+    _description = "Customer Scoring Run"
+    _order = "id desc"
+    _check_company_auto = True
+
+    name = fields.Char(compute="_compute_name")
+    company_id = fields.Many2one(
+        "res.company", required=True, index=True, default=lambda self: self.env.company
+    )
+    currency_id = fields.Many2one(related="company_id.currency_id")
+    run_type = fields.Selection(RUN_TYPES, required=True, default="full")
+    reference_date = fields.Datetime(
+        required=True,
+        default=fields.Datetime.now,
+        help="Only what was known at this date is used. A date in the past scores customers "
+        "as they were then: the run fills the score history instead of the current scores.",
+    )
+    state = fields.Selection(
+        [("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")],
+        required=True,
+        default="queued",
+        index=True,
+    )
+    step = fields.Selection(STEPS, readonly=True)
+    base_run_id = fields.Many2one(
+        "ecrm.score.run",
+        string="Model From",
+        readonly=True,
+        help="Incremental runs reuse the quintiles and fitted models of this full run.",
+    )
+    started_at = fields.Datetime(readonly=True)
+    finished_at = fields.Datetime(readonly=True)
+    duration = fields.Float("Duration (s)", readonly=True)
+    customers_scored = fields.Integer(readonly=True)
+    progress_partner_id = fields.Integer(readonly=True)
+    message = fields.Text(readonly=True)
+    bounds = fields.Json(readonly=True, help="Quintile bounds of recency, frequency, monetary.")
+    bgnbd_r = fields.Float("BG/NBD r", digits=(16, 6), readonly=True)
+    bgnbd_alpha = fields.Float("BG/NBD alpha", digits=(16, 6), readonly=True)
+    bgnbd_a = fields.Float("BG/NBD a", digits=(16, 6), readonly=True)
+    bgnbd_b = fields.Float("BG/NBD b", digits=(16, 6), readonly=True)
+    bgnbd_log_likelihood = fields.Float("BG/NBD log-likelihood", readonly=True)
+    gg_p = fields.Float("Gamma-Gamma p", digits=(16, 6), readonly=True)
+    gg_q = fields.Float("Gamma-Gamma q", digits=(16, 6), readonly=True)
+    gg_v = fields.Float("Gamma-Gamma v", digits=(16, 6), readonly=True)
+    gg_log_likelihood = fields.Float("Gamma-Gamma log-likelihood", readonly=True)
+    model_fitted = fields.Boolean(readonly=True)
+    backtest_days = fields.Integer(
+        "Backtest Horizon (days)",
+        default=180,
+        help="Backtests compare predicted and actual purchases over this period after the "
+        "reference date.",
+    )
+    backtest_line_ids = fields.One2many("ecrm.backtest.line", "run_id", readonly=True)
+    backtest_predicted = fields.Float(digits=(16, 1), readonly=True)
+    backtest_actual = fields.Float(digits=(16, 1), readonly=True)
+    backtest_error = fields.Float(
+        "Backtest Error (%)", digits=(16, 2), readonly=True, help="(predicted - actual) / actual."
+    )
+
+    def init(self):
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE UNLOGGED TABLE IF NOT EXISTS ecrm_score_stage (
+                    run_id integer NOT NULL,
+                    partner_id integer NOT NULL,
+                    company_id integer NOT NULL,
+                    frequency integer NOT NULL,
+                    x integer NOT NULL,
+                    t_x integer NOT NULL,
+                    age integer NOT NULL,
+                    recency_days integer NOT NULL,
+                    first_day date,
+                    last_day date,
+                    order_total numeric NOT NULL,
+                    refund numeric NOT NULL DEFAULT 0,
+                    interactions_90d integer NOT NULL DEFAULT 0,
+                    inbound_share float8 NOT NULL DEFAULT 0,
+                    response_rate float8 NOT NULL DEFAULT 0,
+                    r_score integer, f_score integer, m_score integer,
+                    segment_id integer, loyalty float8, tier_id integer,
+                    p_alive float8, e30 float8, e90 float8, e365 float8, e_backtest float8,
+                    exp_value float8, clv float8,
+                    PRIMARY KEY (run_id, partner_id)
+                )
+                """
+            )
+        )
+        return super().init()
+
+    @api.depends("company_id", "run_type", "reference_date")
+    def _compute_name(self):
+        types = dict(RUN_TYPES)
+        for run in self:
+            run.name = self.env._(
+                "%(type)s scoring of %(company)s as of %(date)s",
+                type=types.get(run.run_type, ""),
+                company=run.company_id.name or "",
+                date=fields.Date.to_string(run.reference_date) if run.reference_date else "",
+            )
+
+    # ------------------------------------------------------------
+    # Actions
+    # ------------------------------------------------------------
+
+    @api.model
+    def action_recompute_now(self):
+        """Queue a full run for each of the user's current companies and wake the cron."""
+        if not self.env.user.has_group("ecrm_addon.group_ecrm_manager"):
+            raise UserError(self.env._("Only e-CRM administrators recompute the scores."))
+        for company in self.env.companies:
+            self._queue_run(company, "full")
+        self.env.ref("ecrm_addon.ir_cron_ecrm_score")._trigger()
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "type": "info",
+                "message": self.env._("The scores are being recomputed in the background."),
+                "next": {"type": "ir.actions.act_window_close"},
+            },
+        }
+
+    def action_run_now(self):
+        """Run queued runs to the end in this transaction (managers, small databases)."""
+        for run in self.filtered(lambda r: r.state in ("queued", "running")):
+            run._execute_all()
+        return True
+
+    # ------------------------------------------------------------
+    # Scheduler
+    # ------------------------------------------------------------
+
+    @api.model
+    def _cron_ecrm_score(self, run_type="full", batch_size=50000):
+        """One step of one run per call; the cron runner calls again while work remains."""
+        pending = self._get_pending_runs()
+        if not pending:
+            for company in self.env["res.company"].search([("active", "=", True)]):
+                self._queue_run(company, run_type)
+            pending = self._get_pending_runs()
+        done = 0
+        if pending:
+            done = pending[0]._execute_step(batch_size=batch_size)
+        remaining = self.search_count([("state", "in", ("queued", "running"))])
+        self.env["ir.cron"]._notify_progress(done=done, remaining=remaining)
+
+    @api.model
+    def _get_pending_runs(self):
+        return self.search([("state", "in", ("queued", "running"))], order="id")
+
+    @api.model
+    def _queue_run(self, company, run_type, reference_date=None):
+        if run_type == "incremental" and not self._get_base_run(company):
+            run_type = "full"  # nothing to be incremental from
+        return self.create(
+            {
+                "company_id": company.id,
+                "run_type": run_type,
+                "reference_date": reference_date or fields.Datetime.now(),
+            }
+        )
+
+    def _get_base_run(self, company):
+        return self.search(
+            [
+                ("company_id", "=", company.id),
+                ("run_type", "=", "full"),
+                ("state", "=", "done"),
+                ("reference_date", "<=", fields.Datetime.now()),
+            ],
+            order="reference_date desc, id desc",
+            limit=1,
+        )
+
+    def _execute_all(self, batch_size=50000):
+        self.ensure_one()
+        while self.state in ("queued", "running"):
+            self._execute_step(batch_size=batch_size)
+
+    def _execute_step(self, batch_size=50000):
+        """Run the next step; return the number of customers it handled."""
+        self.ensure_one()
+        if self.state == "queued":
+            self.write(
+                {"state": "running", "step": "aggregate", "started_at": fields.Datetime.now()}
+            )
+        start = time.perf_counter()
+        if self.step == "aggregate":
+            count = self._step_aggregate()
+        elif self.step == "predict":
+            count = self._step_predict(batch_size)
+        else:
+            count = self._step_publish()
+        self.duration += time.perf_counter() - start
+        return count
+
+    # ------------------------------------------------------------
+    # Steps
+    # ------------------------------------------------------------
+
+    def _settings(self):
+        params = self.env["ir.config_parameter"].sudo()  # sudo: scoring settings
+        states = params.get_param("ecrm_addon.score_order_states", "sale")
+        return {
+            "states": tuple(state.strip() for state in states.split(",") if state.strip())
+            or ("sale",),
+            "weights": [
+                float(params.get_param(f"ecrm_addon.loyalty_weight_{name}", default))
+                for name, default in (
+                    ("recency", 30),
+                    ("frequency", 25),
+                    ("monetary", 25),
+                    ("engagement", 20),
+                )
+            ],
+            "horizon": int(params.get_param("ecrm_addon.clv_horizon_days", 365)),
+            "discount": float(params.get_param("ecrm_addon.clv_discount_rate", 0.10)),
+        }
+
+    def _reference_day(self):
+        """The reference date as a day in the company's time zone."""
+        tz = pytz.timezone(self._company_tz())
+        return pytz.utc.localize(self.reference_date).astimezone(tz).date()
+
+    def _company_tz(self):
+        return self.company_id.partner_id.tz or "UTC"
+
+    def _get_changed_partner_ids(self, since):
+        """Customers with orders, credit notes or interactions written since ``since``."""
+        self.env.flush_all()
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT p.commercial_partner_id
+                  FROM sale_order o JOIN res_partner p ON p.id = o.partner_id
+                 WHERE o.company_id = %(company)s AND o.write_date >= %(since)s
+                 UNION
+                SELECT m.commercial_partner_id
+                  FROM account_move m
+                 WHERE m.company_id = %(company)s AND m.move_type = 'out_refund'
+                   AND m.write_date >= %(since)s
+                 UNION
+                SELECT i.commercial_partner_id
+                  FROM ecrm_interaction i
+                 WHERE i.company_id = %(company)s AND i.write_date >= %(since)s
+                """,
+                company=self.company_id.id,
+                since=since,
+            )
+        )
+        return [row[0] for row in self.env.cr.fetchall() if row[0]]
+
+    def _step_aggregate(self):
+        settings = self._settings()
+        partner_filter = SQL("TRUE")
+        if self.run_type == "incremental":
+            base = self._get_base_run(self.company_id)
+            previous = self.search(
+                [
+                    ("company_id", "=", self.company_id.id),
+                    ("state", "=", "done"),
+                    ("run_type", "in", ("full", "incremental")),
+                ],
+                order="started_at desc, id desc",
+                limit=1,
+            )
+            self.base_run_id = base
+            changed = self._get_changed_partner_ids(previous.started_at or base.started_at)
+            partner_filter = SQL(
+                """o.partner_id IN (SELECT id FROM res_partner
+                                     WHERE commercial_partner_id = ANY(%s))""",
+                changed,
+            )
+        self.env.flush_all()
+        cr = self.env.cr
+        cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
+        cr.execute(SQL("DELETE FROM ecrm_score_stage WHERE run_id = %s", self.id))
+        cr.execute(self._get_aggregate_query(settings["states"], partner_filter))
+        staged = cr.rowcount
+        if self.run_type == "incremental":
+            self._copy_model_from(self.base_run_id)
+        else:
+            self._fit_bounds()
+            self._fit_models()
+        self.write({"step": "predict", "progress_partner_id": 0, "customers_scored": staged})
+        return staged
+
+    def _get_aggregate_query(self, states, partner_filter):
+        ref_day = self._reference_day()
+        return SQL(
+            """
+            WITH orders AS (
+                SELECT p.commercial_partner_id AS partner_id,
+                       (o.date_order AT TIME ZONE 'UTC' AT TIME ZONE %(tz)s)::date AS day,
+                       o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1) AS amount
+                  FROM sale_order o
+                  JOIN res_partner p ON p.id = o.partner_id
+                 WHERE o.company_id = %(company)s
+                   AND o.state IN %(states)s
+                   AND o.date_order <= %(ref)s
+                   AND %(partner_filter)s
+            ), customers AS (
+                SELECT partner_id, count(*) AS frequency, count(DISTINCT day) - 1 AS x,
+                       min(day) AS first_day, max(day) AS last_day, sum(amount) AS order_total
+                  FROM orders
+              GROUP BY partner_id
+            ), refunds AS (
+                SELECT m.commercial_partner_id AS partner_id,
+                       sum(m.amount_untaxed_signed) AS refund
+                  FROM account_move m
+                 WHERE m.company_id = %(company)s AND m.move_type = 'out_refund'
+                   AND m.state = 'posted' AND m.invoice_date <= %(ref_day)s
+                   AND m.commercial_partner_id IN (SELECT partner_id FROM customers)
+              GROUP BY m.commercial_partner_id
+            ), engagement AS (
+                SELECT i.commercial_partner_id AS partner_id,
+                       count(*) FILTER (WHERE i.date > %(ref)s - interval '90 days') AS recent,
+                       avg((i.direction = 'inbound')::int) AS inbound_share,
+                       COALESCE(
+                           count(*) FILTER (WHERE i.direction = 'outbound'
+                                            AND i.outcome IN ('opened', 'clicked', 'replied'))
+                           ::float8 / NULLIF(count(*) FILTER (
+                               WHERE i.direction = 'outbound' AND i.campaign_id IS NOT NULL), 0),
+                           0) AS response_rate
+                  FROM ecrm_interaction i
+                 WHERE i.company_id = %(company)s
+                   AND i.date > %(ref)s - interval '365 days' AND i.date <= %(ref)s
+                   AND i.commercial_partner_id IN (SELECT partner_id FROM customers)
+              GROUP BY i.commercial_partner_id
+            )
+            INSERT INTO ecrm_score_stage (
+                run_id, partner_id, company_id, frequency, x, t_x, age, recency_days,
+                first_day, last_day, order_total, refund, interactions_90d, inbound_share,
+                response_rate)
+            SELECT %(run)s, c.partner_id, %(company)s, c.frequency, c.x,
+                   c.last_day - c.first_day, %(ref_day)s - c.first_day, %(ref_day)s - c.last_day,
+                   c.first_day, c.last_day, c.order_total, COALESCE(r.refund, 0),
+                   COALESCE(e.recent, 0), COALESCE(e.inbound_share, 0),
+                   LEAST(COALESCE(e.response_rate, 0), 1)
+              FROM customers c
+         LEFT JOIN refunds r ON r.partner_id = c.partner_id
+         LEFT JOIN engagement e ON e.partner_id = c.partner_id
+            """,
+            tz=self._company_tz(),
+            company=self.company_id.id,
+            states=states,
+            ref=self.reference_date,
+            ref_day=ref_day,
+            partner_filter=partner_filter,
+            run=self.id,
+        )
+
+    def _fit_bounds(self):
+        """Quintile bounds: the highest value scoring 1..4, ties in one quintile.
+
+        A score is ceil(5 * cume_dist), so equal values always share a score; scores below
+        the lowest one reached have no bound (None) and are skipped over.
+        """
+        bounds = {}
+        for key, expression in (
+            ("r", SQL("-recency_days")),
+            ("f", SQL("frequency")),
+            ("m", SQL("order_total + refund")),
+        ):
+            self.env.cr.execute(
+                SQL(
+                    """
+                    SELECT score, max(value) FROM (
+                        SELECT %(expression)s AS value,
+                               ceil(5 * cume_dist() OVER (ORDER BY %(expression)s)) AS score
+                          FROM ecrm_score_stage WHERE run_id = %(run)s) ranked
+                  GROUP BY score
+                    """,
+                    expression=expression,
+                    run=self.id,
+                )
+            )
+            by_score = {int(score): float(value) for score, value in self.env.cr.fetchall()}
+            # Bound j: the highest value scoring j or less (None below the first score).
+            bounds[key], highest = [], None
+            for score in range(1, 5):
+                highest = by_score.get(score, highest)
+                bounds[key].append(highest)
+        self.bounds = bounds
+
+    def _fit_models(self):
+        """Fit BG/NBD and Gamma-Gamma on the company's summary (identical rows grouped)."""
+        from ..tools import clv  # noqa: PLC0415 - scipy is only needed by the scoring
+
+        cr = self.env.cr
+        cr.execute(
+            SQL(
+                """SELECT x, t_x, age, count(*) FROM ecrm_score_stage
+                    WHERE run_id = %s AND age > 0 GROUP BY x, t_x, age""",
+                self.id,
+            )
+        )
+        summary = np.array(cr.fetchall(), dtype=np.float64).reshape(-1, 4)
+        values = {"model_fitted": False}
+        try:
+            bgnbd = clv.fit_bgnbd(
+                summary[:, 0], summary[:, 1], summary[:, 2], weights=summary[:, 3]
+            )
+            cr.execute(
+                SQL(
+                    """SELECT x, (order_total / frequency)::float8 FROM ecrm_score_stage
+                        WHERE run_id = %s AND x > 0 AND order_total > 0""",
+                    self.id,
+                )
+            )
+            spend = np.array(cr.fetchall(), dtype=np.float64).reshape(-1, 2)
+            gg = clv.fit_gamma_gamma(spend[:, 0], spend[:, 1])
+            if not gg.get("mean_defined", True):
+                raise ValueError(self.env._("the order values have no finite mean (q <= 1)"))
+        except ValueError as error:
+            values["message"] = self.env._("The value models were not fitted: %s", error)
+            _logger.info("ecrm: %s: %s", self.name, error)
+        else:
+            values.update(
+                model_fitted=True,
+                bgnbd_r=bgnbd["r"],
+                bgnbd_alpha=bgnbd["alpha"],
+                bgnbd_a=bgnbd["a"],
+                bgnbd_b=bgnbd["b"],
+                bgnbd_log_likelihood=bgnbd["log_likelihood"],
+                gg_p=gg["p"],
+                gg_q=gg["q"],
+                gg_v=gg["v"],
+                gg_log_likelihood=gg["log_likelihood"],
+            )
+        self.write(values)
+
+    def _copy_model_from(self, base):
+        self.write(
+            {
+                "bounds": base.bounds,
+                "model_fitted": base.model_fitted,
+                **{
+                    name: base[name]
+                    for name in (
+                        "bgnbd_r",
+                        "bgnbd_alpha",
+                        "bgnbd_a",
+                        "bgnbd_b",
+                        "bgnbd_log_likelihood",
+                        "gg_p",
+                        "gg_q",
+                        "gg_v",
+                        "gg_log_likelihood",
+                    )
+                },
+            }
+        )
+
+    def _step_predict(self, batch_size):
+        cr = self.env.cr
+        cr.execute(
+            SQL(
+                """
+                SELECT partner_id, frequency, x, t_x, age, order_total, refund,
+                       interactions_90d, inbound_share, response_rate, recency_days
+                  FROM ecrm_score_stage
+                 WHERE run_id = %s AND partner_id > %s
+              ORDER BY partner_id
+                 LIMIT %s
+                """,
+                self.id,
+                self.progress_partner_id,
+                batch_size,
+            )
+        )
+        rows = cr.fetchall()
+        if not rows:
+            self.step = "publish"
+            return 0
+        settings = self._settings()
+        tiers = self.env["ecrm.loyalty.tier"].sudo()._get_company_tiers(self.company_id)
+        model = self._get_model_params()
+        results = score_batch(
+            rows,
+            bounds=self.bounds,
+            segment_map=self.env["ecrm.rfm.segment"].sudo()._get_segment_map(),
+            weights=settings["weights"],
+            tiers=tiers,
+            model=model,
+            horizon_days=settings["horizon"],
+            discount_rate=settings["discount"],
+            backtest_days=self.backtest_days if self.run_type == "backtest" else 0,
+        )
+        cr.execute(
+            SQL(
+                """
+                UPDATE ecrm_score_stage s
+                   SET r_score = v.r_score, f_score = v.f_score, m_score = v.m_score,
+                       segment_id = v.segment_id, loyalty = v.loyalty, tier_id = v.tier_id,
+                       p_alive = v.p_alive, e30 = v.e30, e90 = v.e90, e365 = v.e365,
+                       e_backtest = v.e_backtest, exp_value = v.exp_value, clv = v.clv
+                  FROM unnest(%(ids)s::int[], %(r)s::int[], %(f)s::int[], %(m)s::int[],
+                              %(segment)s::int[], %(loyalty)s::float8[], %(tier)s::int[],
+                              %(p_alive)s::float8[], %(e30)s::float8[], %(e90)s::float8[],
+                              %(e365)s::float8[], %(e_backtest)s::float8[],
+                              %(exp_value)s::float8[], %(clv)s::float8[])
+                       AS v(partner_id, r_score, f_score, m_score, segment_id, loyalty, tier_id,
+                            p_alive, e30, e90, e365, e_backtest, exp_value, clv)
+                 WHERE s.run_id = %(run)s AND s.partner_id = v.partner_id
+                """,
+                ids=[row[0] for row in rows],
+                run=self.id,
+                **dict(
+                    zip(
+                        ["r", "f", "m", "segment", "loyalty", "tier", "p_alive", "e30", "e90",
+                         "e365", "e_backtest", "exp_value", "clv"],
+                        results,
+                        strict=True,
+                    )
+                ),
+            )
+        )  # fmt: skip
+        self.progress_partner_id = rows[-1][0]
+        return len(rows)
+
+    def _get_model_params(self):
+        if not self.model_fitted:
+            return None
+        return {
+            "bgnbd": {
+                "r": self.bgnbd_r,
+                "alpha": self.bgnbd_alpha,
+                "a": self.bgnbd_a,
+                "b": self.bgnbd_b,
+            },
+            "gg": {"p": self.gg_p, "q": self.gg_q, "v": self.gg_v},
+        }
+
+    def _step_publish(self):
+        if self.run_type == "backtest":
+            self._publish_backtest()
+        elif self.reference_date < fields.Datetime.now() - timedelta(days=1):
+            self._publish_history()  # as of a past date: history only
+        else:
+            self._publish_scores()
+            self._publish_history()
+        self.env.cr.execute(SQL("DELETE FROM ecrm_score_stage WHERE run_id = %s", self.id))
+        self.write({"state": "done", "step": False, "finished_at": fields.Datetime.now()})
+        return self.customers_scored
+
+    def _publish_scores(self):
+        cr = self.env.cr
+        cr.execute(
+            SQL(
+                """
+                INSERT INTO ecrm_customer_score AS c (
+                    partner_id, company_id, run_id, scored_at, first_order_date,
+                    last_order_date, recency_days, frequency, repeat_purchases, monetary_total,
+                    monetary_avg, refund_total, r_score, f_score, m_score, rfm_code, segment_id,
+                    interaction_count_recent, inbound_share, campaign_response_rate,
+                    loyalty_score, tier_id, p_alive, churn_risk, expected_purchases_30,
+                    expected_purchases_90, expected_purchases_365, expected_order_value, clv,
+                    create_uid, create_date, write_uid, write_date)
+                SELECT s.partner_id, s.company_id, s.run_id, %(ref)s, s.first_day, s.last_day,
+                       s.recency_days, s.frequency, s.x, s.order_total + s.refund,
+                       s.order_total / s.frequency, -s.refund, s.r_score::varchar,
+                       s.f_score::varchar, s.m_score::varchar,
+                       s.r_score::varchar || s.f_score::varchar || s.m_score::varchar,
+                       NULLIF(s.segment_id, 0), s.interactions_90d, s.inbound_share,
+                       s.response_rate, s.loyalty, NULLIF(s.tier_id, 0), s.p_alive,
+                       1 - s.p_alive, s.e30, s.e90, s.e365, s.exp_value, s.clv,
+                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                  FROM ecrm_score_stage s
+                 WHERE s.run_id = %(run)s
+                ON CONFLICT (partner_id, company_id) DO UPDATE SET
+                    run_id = EXCLUDED.run_id, scored_at = EXCLUDED.scored_at,
+                    first_order_date = EXCLUDED.first_order_date,
+                    last_order_date = EXCLUDED.last_order_date,
+                    recency_days = EXCLUDED.recency_days, frequency = EXCLUDED.frequency,
+                    repeat_purchases = EXCLUDED.repeat_purchases,
+                    monetary_total = EXCLUDED.monetary_total,
+                    monetary_avg = EXCLUDED.monetary_avg, refund_total = EXCLUDED.refund_total,
+                    r_score = EXCLUDED.r_score, f_score = EXCLUDED.f_score,
+                    m_score = EXCLUDED.m_score, rfm_code = EXCLUDED.rfm_code,
+                    segment_id = EXCLUDED.segment_id,
+                    interaction_count_recent = EXCLUDED.interaction_count_recent,
+                    inbound_share = EXCLUDED.inbound_share,
+                    campaign_response_rate = EXCLUDED.campaign_response_rate,
+                    loyalty_score = EXCLUDED.loyalty_score, tier_id = EXCLUDED.tier_id,
+                    p_alive = EXCLUDED.p_alive, churn_risk = EXCLUDED.churn_risk,
+                    expected_purchases_30 = EXCLUDED.expected_purchases_30,
+                    expected_purchases_90 = EXCLUDED.expected_purchases_90,
+                    expected_purchases_365 = EXCLUDED.expected_purchases_365,
+                    expected_order_value = EXCLUDED.expected_order_value,
+                    clv = EXCLUDED.clv, write_uid = EXCLUDED.write_uid,
+                    write_date = EXCLUDED.write_date
+                """,
+                ref=self.reference_date,
+                uid=self.env.uid,
+                run=self.id,
+            )
+        )
+        if self.run_type == "full":
+            # Customers without counted orders any more lose their score.
+            cr.execute(
+                SQL(
+                    """DELETE FROM ecrm_customer_score
+                        WHERE company_id = %s AND run_id IS DISTINCT FROM %s""",
+                    self.company_id.id,
+                    self.id,
+                )
+            )
+        self.env["ecrm.customer.score"].invalidate_model()
+
+    def _publish_history(self):
+        period = self._reference_day().replace(day=1)
+        self.env.cr.execute(
+            SQL(
+                """
+                INSERT INTO ecrm_customer_score_history AS h (
+                    period, partner_id, company_id, run_id, r_score, f_score, m_score,
+                    segment_id, tier_id, loyalty_score, churn_risk, clv, monetary_total,
+                    create_uid, create_date, write_uid, write_date)
+                SELECT %(period)s, s.partner_id, s.company_id, s.run_id, s.r_score::varchar,
+                       s.f_score::varchar, s.m_score::varchar, NULLIF(s.segment_id, 0),
+                       NULLIF(s.tier_id, 0), s.loyalty, 1 - s.p_alive, s.clv,
+                       s.order_total + s.refund,
+                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                  FROM ecrm_score_stage s
+                 WHERE s.run_id = %(run)s
+                ON CONFLICT (partner_id, company_id, period) DO UPDATE SET
+                    run_id = EXCLUDED.run_id, r_score = EXCLUDED.r_score,
+                    f_score = EXCLUDED.f_score, m_score = EXCLUDED.m_score,
+                    segment_id = EXCLUDED.segment_id, tier_id = EXCLUDED.tier_id,
+                    loyalty_score = EXCLUDED.loyalty_score, churn_risk = EXCLUDED.churn_risk,
+                    clv = EXCLUDED.clv, monetary_total = EXCLUDED.monetary_total,
+                    write_date = EXCLUDED.write_date
+                """,
+                period=period,
+                uid=self.env.uid,
+                run=self.id,
+            )
+        )
+        self.env["ecrm.customer.score.history"].invalidate_model()
+
+    def _publish_backtest(self):
+        """Predicted against actual purchase days after the reference date, by past buyers."""
+        cr = self.env.cr
+        end = self.reference_date + timedelta(days=self.backtest_days)
+        cr.execute(
+            SQL(
+                """
+                WITH actual AS (
+                    SELECT p.commercial_partner_id AS partner_id,
+                           count(DISTINCT (o.date_order AT TIME ZONE 'UTC'
+                                           AT TIME ZONE %(tz)s)::date) AS purchases
+                      FROM sale_order o JOIN res_partner p ON p.id = o.partner_id
+                     WHERE o.company_id = %(company)s AND o.state IN %(states)s
+                       AND o.date_order > %(ref)s AND o.date_order <= %(end)s
+                  GROUP BY p.commercial_partner_id
+                )
+                SELECT LEAST(s.x, 7) AS bucket, count(*), sum(COALESCE(s.e_backtest, 0)),
+                       sum(COALESCE(a.purchases, 0))
+                  FROM ecrm_score_stage s
+             LEFT JOIN actual a ON a.partner_id = s.partner_id
+                 WHERE s.run_id = %(run)s
+              GROUP BY LEAST(s.x, 7)
+              ORDER BY 1
+                """,
+                tz=self._company_tz(),
+                company=self.company_id.id,
+                states=self._settings()["states"],
+                ref=self.reference_date,
+                end=end,
+                run=self.id,
+            )
+        )
+        lines = [
+            {
+                "run_id": self.id,
+                "repeat_purchases": bucket,
+                "label": f"{bucket}+" if bucket == 7 else str(bucket),
+                "customers": customers,
+                "predicted": predicted,
+                "actual": actual,
+            }
+            for bucket, customers, predicted, actual in cr.fetchall()
+        ]
+        self.backtest_line_ids.unlink()
+        self.env["ecrm.backtest.line"].create(lines)
+        predicted = sum(line["predicted"] for line in lines)
+        actual = sum(line["actual"] for line in lines)
+        self.write(
+            {
+                "backtest_predicted": predicted,
+                "backtest_actual": actual,
+                "backtest_error": 100 * (predicted - actual) / actual if actual else 0.0,
+            }
+        )

@@ -1,0 +1,343 @@
+from datetime import datetime, time, timedelta
+
+import pytz
+
+from odoo import Command, fields
+from odoo.exceptions import AccessError, UserError
+from odoo.tests import tagged
+
+from .common import EcrmCommon
+
+BRUSSELS = pytz.timezone("Europe/Brussels")
+
+
+class EcrmScoreCommon(EcrmCommon):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.Run = cls.env["ecrm.score.run"]
+        cls.Score = cls.env["ecrm.customer.score"]
+        # Hand-computed figures: order confirmations would add interactions (engagement).
+        (cls.company_a | cls.company_b).write({"ecrm_capture_order": False})
+        cls.company_a.partner_id.tz = "Europe/Brussels"
+        cls.score_company = cls.company_a
+        cls.now = fields.Datetime.now().replace(microsecond=0)
+        cls.today = pytz.utc.localize(cls.now).astimezone(BRUSSELS).date()
+
+    @classmethod
+    def _at(cls, days_ago, hour_utc=10):
+        """A naive UTC datetime, ``days_ago`` local days before today, at hour_utc UTC."""
+        day = cls.today - timedelta(days=days_ago)
+        return datetime.combine(day, time(hour_utc))
+
+    @classmethod
+    def _order_on(cls, partner, when, price, company=None, **vals):
+        order = cls._create_order(partner, company=company, price=price, **vals)
+        order.date_order = when
+        return order
+
+    def _run(self, company=None, run_type="full", **vals):
+        run = self.Run.create(
+            {
+                "company_id": (company or self.score_company).id,
+                "run_type": run_type,
+                "reference_date": self.now,
+                **vals,
+            }
+        )
+        run._execute_all()
+        return run
+
+    def _score(self, partner, company=None):
+        return self.Score.search(
+            [
+                ("partner_id", "=", partner.id),
+                ("company_id", "=", (company or self.score_company).id),
+            ]
+        )
+
+
+@tagged("post_install", "-at_install", "ecrm")
+class TestEcrmRfm(EcrmScoreCommon):
+    """Hand-computed figures in a company of their own (demo companies have customers)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.company_r = cls.env["res.company"].create(
+            {"name": "e-CRM RFM Company", "currency_id": cls.currency_a.id}
+        )
+        cls.company_r.write({"ecrm_capture_order": False})
+        cls.company_r.partner_id.tz = "Europe/Brussels"
+        cls.env["account.chart.template"].try_loading(
+            "generic_coa", company=cls.company_r, install_demo=False
+        )
+        cls.env.user.company_ids += cls.company_r
+        cls.user_salesman.company_ids += cls.company_r
+        cls.score_company = cls.company_r
+        cls.env["res.currency.rate"].create(
+            {
+                "name": "2020-01-01",
+                "rate": 0.5,
+                "currency_id": cls.currency_b.id,
+                "company_id": cls.company_r.id,
+            }
+        )
+        Partner = cls.env["res.partner"]
+        cls.c1, cls.c2, cls.c3, cls.c4, cls.c5, cls.c6, cls.shared = Partner.create(
+            [{"name": f"RFM customer {index}"} for index in range(1, 8)]
+        )
+        cls._order_on(cls.c1, cls._at(10), 100, company=cls.company_r)
+        cls._order_on(cls.c1, cls._at(40), 200, company=cls.company_r)
+        cls._order_on(cls.c1, cls._at(70), 300, company=cls.company_r)
+        cls._order_on(cls.c2, cls._at(200), 50, company=cls.company_r)
+        cls._order_on(cls.c3, cls._at(30), 120, company=cls.company_r)
+        cls._order_on(
+            cls.c3, cls._at(5), 500, company=cls.company_r
+        )._action_cancel()  # never counts
+        cls._create_order(
+            cls.c3, company=cls.company_r, price=999, confirm=False
+        )  # a quotation never counts
+        # A customer buying in the other currency: 100 at 0.5 per company currency unit.
+        pricelist_b = cls.env["product.pricelist"].create(
+            {
+                "name": "Other currency",
+                "currency_id": cls.currency_b.id,
+                "company_id": cls.company_r.id,
+            }
+        )
+        cls._order_on(cls.c4, cls._at(20), 100, company=cls.company_r, pricelist_id=pricelist_b.id)
+        cls._order_on(cls.c4, cls._at(100), 100, company=cls.company_r)
+        # A posted credit note reduces the monetary value.
+        cls._order_on(cls.c5, cls._at(15), 400, company=cls.company_r)
+        refund = cls.env["account.move"].create(
+            {
+                "move_type": "out_refund",
+                "company_id": cls.company_r.id,
+                "partner_id": cls.c5.id,
+                "invoice_date": cls.today - timedelta(days=3),
+                "invoice_line_ids": [
+                    Command.create(
+                        {"name": "Refund", "quantity": 1, "price_unit": 30, "tax_ids": []}
+                    )
+                ],
+            }
+        )
+        refund.with_company(cls.company_r).action_post()
+        # Two orders an hour apart around local midnight: two purchase days in Brussels.
+        midnight = BRUSSELS.localize(datetime.combine(cls.today - timedelta(days=49), time(0)))
+        midnight_utc = midnight.astimezone(pytz.utc).replace(tzinfo=None)
+        cls._order_on(cls.c6, midnight_utc - timedelta(minutes=30), 100, company=cls.company_r)
+        cls._order_on(cls.c6, midnight_utc + timedelta(minutes=30), 100, company=cls.company_r)
+        # A customer shared by both companies has a score in each.
+        cls._order_on(cls.shared, cls._at(25), 80, company=cls.company_r)
+        cls._order_on(cls.shared, cls._at(25), 60, company=cls.company_b)
+        cls._order_on(cls.customer_b, cls._at(3), 90, company=cls.company_b)
+
+    def test_rfm_hand_computed(self):
+        run = self._run()
+        self.assertEqual(run.state, "done")
+        self.assertEqual(run.customers_scored, 7)
+        expected = {
+            # partner: (recency, frequency, x, monetary, R, F, M, segment code)
+            self.c1: (10, 3, 2, 600, "5", "5", "5", "champions"),
+            self.c2: (200, 1, 0, 50, "1", "3", "1", "at_risk"),
+            self.c3: (30, 1, 0, 120, "3", "3", "3", "need_attention"),
+            self.c4: (20, 2, 1, 300, "4", "5", "4", "loyal"),
+            self.c5: (15, 1, 0, 370, "5", "3", "5", "potential_loyalists"),
+            self.c6: (49, 2, 1, 200, "2", "5", "3", "cannot_lose"),
+            self.shared: (25, 1, 0, 80, "3", "3", "2", "need_attention"),
+        }
+        for partner, (recency, frequency, x, monetary, r, f, m, code) in expected.items():
+            score = self._score(partner)
+            self.assertEqual(len(score), 1, partner.name)
+            self.assertEqual(
+                (score.recency_days, score.frequency, score.repeat_purchases),
+                (recency, frequency, x),
+                partner.name,
+            )
+            self.assertAlmostEqual(score.monetary_total, monetary, places=2, msg=partner.name)
+            self.assertEqual((score.r_score, score.f_score, score.m_score), (r, f, m), partner.name)
+            self.assertEqual(score.rfm_code, r + f + m)
+            self.assertEqual(score.segment_id.code, code, partner.name)
+        self.assertAlmostEqual(self._score(self.c5).refund_total, 30, places=2)
+        self.assertAlmostEqual(self._score(self.c4).monetary_avg, 150, places=2)
+        self.assertEqual(self._score(self.c6).first_order_date, self.today - timedelta(days=50))
+
+    def test_loyalty_and_tiers(self):
+        self._run()
+        # No engagement in this fixture: loyalty = 30% R + 25% F + 25% M on (score - 1) / 4.
+        c1 = self._score(self.c1)
+        self.assertAlmostEqual(c1.loyalty_score, 80.0, places=2)
+        self.assertEqual(c1.tier_id, self.env.ref("ecrm_addon.ecrm_loyalty_tier_gold"))
+        c2 = self._score(self.c2)
+        self.assertAlmostEqual(c2.loyalty_score, 12.5, places=2)
+        self.assertEqual(c2.tier_id, self.env.ref("ecrm_addon.ecrm_loyalty_tier_bronze"))
+        # Company tiers replace the default ones.
+        vip = self.env["ecrm.loyalty.tier"].create(
+            [
+                {"name": "Member", "min_score": 0, "company_id": self.company_r.id},
+                {"name": "VIP", "min_score": 75, "company_id": self.company_r.id},
+            ]
+        )
+        self._run()
+        self.assertEqual(self._score(self.c1).tier_id, vip[1])
+        self.assertEqual(self._score(self.c2).tier_id, vip[0])
+
+    def test_companies_scored_apart(self):
+        self._run()
+        self._run(company=self.company_b)
+        in_b = self._score(self.shared, self.company_b)
+        self.assertEqual(in_b.frequency, 1)
+        self.assertAlmostEqual(in_b.monetary_total, 60, places=2)
+        self.assertEqual(in_b.currency_id, self.currency_b)
+        self.assertAlmostEqual(self._score(self.shared).monetary_total, 80, places=2)
+        self.assertEqual(self.Score.search_count([("company_id", "=", self.company_b.id)]), 2)
+        # The customer form shows the current company's row.
+        self.assertEqual(self.shared.with_company(self.company_b).ecrm_score_id, in_b)
+        self.assertEqual(self.shared.with_company(self.company_r).ecrm_frequency, 1)
+
+    def test_model_not_fitted_on_tiny_data(self):
+        run = self._run()
+        self.assertFalse(run.model_fitted)
+        self.assertTrue(run.message)
+        self.assertFalse(self._score(self.c1).p_alive)
+
+    def test_access(self):
+        self._run()
+        self._run(company=self.company_b)
+        salesman = self.user_salesman.with_context(
+            allowed_company_ids=(self.company_a | self.company_r).ids
+        )
+        scores = self.Score.with_user(salesman).search([])
+        self.assertEqual(set(scores.company_id.ids), {self.company_r.id})
+        with self.assertRaises(AccessError):
+            scores[:1].write({"loyalty_score": 100})
+        with self.assertRaises(AccessError):
+            self.Run.with_user(self.user_salesman).search([])
+        with self.assertRaises(UserError):
+            self.Run.with_user(self.user_salesman).action_recompute_now()
+        runs = self.Run.with_user(self.user_manager).search([])
+        self.assertTrue(runs)
+
+    def test_partner_filters(self):
+        self._run()
+        Partner = self.env["res.partner"].with_user(self.user_salesman).with_company(self.company_r)
+        ids = (self.c1 | self.c2 | self.c3 | self.c4 | self.c5 | self.c6 | self.shared).ids
+        champions = Partner.search([("ecrm_segment_id.code", "=", "champions"), ("id", "in", ids)])
+        self.assertEqual(champions, self.c1)
+        at_risk = Partner.search(
+            [("ecrm_segment_id.code", "in", ("at_risk", "cannot_lose")), ("id", "in", ids)]
+        )
+        self.assertEqual(at_risk, self.c2 | self.c6)
+        self.assertEqual(
+            Partner.search([("ecrm_rfm_code", "=", "555"), ("id", "in", ids)]), self.c1
+        )
+        gold = Partner.search([("ecrm_tier_id.name", "=", "Gold"), ("id", "in", ids)])
+        self.assertIn(self.c1, gold)
+
+    def test_incremental_only_changed(self):
+        first = self._run()
+        # One transaction in tests: move what came before the first run back in time.
+        first.started_at = self.now - timedelta(hours=1)
+        self.env.flush_all()
+        earlier = [self.now - timedelta(hours=2), self.company_r.id]
+        self.env.cr.execute("UPDATE sale_order SET write_date = %s WHERE company_id = %s", earlier)
+        self.env.cr.execute(
+            "UPDATE account_move SET write_date = %s WHERE company_id = %s", earlier
+        )
+        self._order_on(self.c2, self._at(1), 75, company=self.company_r)
+        before = self._score(self.c3).write_date
+        run = self._run(run_type="incremental")
+        self.assertEqual(run.customers_scored, 1)
+        self.assertEqual(run.base_run_id.run_type, "full")
+        score = self._score(self.c2)
+        self.assertEqual((score.frequency, score.recency_days), (2, 1))
+        self.assertEqual(self._score(self.c3).write_date, before)
+
+    def test_killed_run_is_invisible_then_resumes(self):
+        first = self._run()
+        self.assertEqual(self._score(self.c2).frequency, 1)
+        self._order_on(self.c2, self._at(2), 75, company=self.company_r)
+        run = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        run._execute_step()  # aggregate
+        run._execute_step()  # one predict batch, then the process "dies"
+        self.assertEqual(run.state, "running")
+        self.assertEqual(self._score(self.c2).frequency, 1, "users still see the last run")
+        self.assertEqual(self._score(self.c2).run_id, first)
+        run._execute_all()  # the next cron call resumes
+        self.assertEqual(self._score(self.c2).frequency, 2)
+        self.assertEqual(self._score(self.c2).run_id, run)
+
+    def test_cron_scores_every_company(self):
+        self.Run.search([]).unlink()
+        for _call in range(100):
+            self.Run._cron_ecrm_score("full", batch_size=50)
+            if not self.Run._get_pending_runs():
+                break
+        runs = self.Run.search([])
+        self.assertTrue(runs)
+        self.assertEqual(set(runs.mapped("state")), {"done"})
+        self.assertIn(self.company_b, runs.company_id)
+        self.assertEqual(len(self._score(self.c1)), 1)
+        self.assertEqual(len(self._score(self.shared, self.company_b)), 1)
+
+    def test_customer_without_orders_loses_score(self):
+        self._run()
+        self.c2.sale_order_ids._action_cancel()
+        self._run()
+        self.assertFalse(self._score(self.c2))
+
+    def test_history_and_migration(self):
+        first_of_month = self.today.replace(day=1)
+        past = datetime.combine(first_of_month - timedelta(days=2), time(10))
+        self._run(reference_date=past)
+        self.assertFalse(self._score(self.c1), "a past run fills the history only")
+        self._run()
+        history = self.env["ecrm.customer.score.history"].search(
+            [("partner_id", "=", self.c1.id), ("company_id", "=", self.company_r.id)]
+        )
+        self.assertEqual(len(history), 2)
+        self.assertEqual(history[-1].period, (first_of_month - timedelta(days=2)).replace(day=1))
+        migration = self.env["ecrm.segment.migration"].search([("partner_id", "=", self.c1.id)])
+        self.assertEqual(len(migration), 1)
+        self.assertEqual(migration.from_segment_id, history[-1].segment_id)
+        self.assertEqual(migration.to_segment_id, self._score(self.c1).segment_id)
+
+
+@tagged("post_install", "-at_install", "ecrm")
+class TestEcrmScoreDemo(EcrmScoreCommon):
+    """The demo business is big enough to fit the value models."""
+
+    def setUp(self):
+        super().setUp()
+        self.europe = self.env["res.company"].search([("name", "=", "Brewline Europe GmbH")])
+        if not self.europe:
+            self.fail("ecrm_addon demo data is not loaded: the test database must have demo data")
+
+    def test_full_run_on_demo_data(self):
+        run = self._run()
+        self.assertTrue(run.model_fitted, run.message)
+        for name in ("bgnbd_r", "bgnbd_alpha", "bgnbd_a", "bgnbd_b", "gg_p", "gg_q", "gg_v"):
+            self.assertGreater(run[name], 0, name)
+        scores = self.Score.search([("company_id", "=", self.company_a.id)])
+        self.assertGreaterEqual(len(scores), 100)
+        self.assertTrue(all(0 <= score.p_alive <= 1 for score in scores))
+        self.assertTrue(all(score.clv >= 0 for score in scores))
+        self.assertAlmostEqual(scores[0].churn_risk, 1 - scores[0].p_alive, places=6)
+        self.assertGreater(len(scores.segment_id), 4)
+        self.assertGreater(len(scores.tier_id), 1)
+        top = self.env["res.partner"].search([("ecrm_is_top_clv", "=", True)])
+        self.assertAlmostEqual(len(top.commercial_partner_id) / len(scores), 0.1, delta=0.05)
+
+    def test_backtest(self):
+        run = self._run(run_type="backtest", reference_date=self.now - timedelta(days=180))
+        self.assertEqual(run.state, "done")
+        self.assertTrue(run.model_fitted, run.message)
+        self.assertTrue(run.backtest_line_ids)
+        self.assertAlmostEqual(
+            sum(run.backtest_line_ids.mapped("actual")), run.backtest_actual, places=3
+        )
+        self.assertGreater(run.backtest_actual, 0)
+        self.assertGreater(run.backtest_predicted, 0)
+        self.assertFalse(self.Score.search([("run_id", "=", run.id)]), "backtests publish nothing")

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Benchmark of the customer scoring (issue: analytical e-CRM).
+
+Usage::
+
+    python3 tests/bench_scores.py -d ecrm_bench_scores --customers 100000 --orders 1000000
+
+1. Makes sure the database exists with ``ecrm_addon`` (no demo data) and holds at
+   least the requested customers and orders (``tests/generate_data.py``).
+2. Floor: the bare PostgreSQL query that aggregates recency, frequency and monetary
+   value per customer over ``sale_order`` with 1 GB of ``work_mem`` (best of 3).
+3. Full recompute: a full ``ecrm.score.run`` for the main company, executed step by
+   step as the scheduler does (one commit per step), timed end to end.
+4. Incremental: 1% of the customers get a new confirmed order (copied in SQL from one
+   of their orders, dated now), then an incremental run is timed.
+5. Prints the figures, the ratios and the peak memory (max RSS) of this process,
+   which is the Odoo process doing the work. Never asserts timings.
+"""
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-d", "--database", default="ecrm_bench_scores")
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument("--addons-path", default=None)
+    return parser.parse_args()
+
+
+def addons_path(args):
+    import odoo  # noqa: PLC0415
+
+    return args.addons_path or f"{Path(odoo.__file__).parent / 'addons'},{REPO}"
+
+
+def query(db, statement, params=None, fetch=True):
+    with psycopg2.connect(dbname=db) as conn, conn.cursor() as cr:
+        cr.execute(statement, params)
+        return cr.fetchall() if fetch else cr.rowcount
+
+
+def prepare(args):
+    with psycopg2.connect(dbname="postgres") as conn, conn.cursor() as cr:
+        cr.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.database])
+        exists = bool(cr.fetchone())
+    if not exists:
+        print(f"installing ecrm_addon into {args.database}...", flush=True)
+        subprocess.run(
+            [
+                sys.executable, "-m", "odoo", "-d", args.database, "-i", "ecrm_addon",
+                "--without-demo=all", f"--addons-path={addons_path(args)}",
+                "--stop-after-init", "--log-level=warn",
+            ],
+            check=True,
+        )  # fmt: skip
+    customers, orders = query(
+        args.database,
+        "SELECT (SELECT count(*) FROM res_partner WHERE customer_rank > 0), "
+        "(SELECT count(*) FROM sale_order WHERE state = 'sale')",
+    )[0]
+    if customers < args.customers or orders < args.orders:
+        print("generating data...", flush=True)
+        subprocess.run(
+            [
+                sys.executable, str(REPO / "tests" / "generate_data.py"), "-d", args.database,
+                "--customers", str(args.customers - customers),
+                "--orders", str(max(args.orders - orders, args.customers - customers)),
+                f"--addons-path={addons_path(args)}",
+            ],
+            check=True,
+        )  # fmt: skip
+    return query(
+        args.database,
+        "SELECT (SELECT count(*) FROM res_partner WHERE customer_rank > 0), "
+        "(SELECT count(*) FROM sale_order WHERE state = 'sale' AND company_id = 1)",
+    )[0]
+
+
+FLOOR = """
+    SELECT partner_id, now()::date - max(date_order)::date, count(*), sum(amount_untaxed)
+      FROM sale_order
+     WHERE company_id = 1 AND state = 'sale'
+  GROUP BY partner_id
+"""
+
+
+def time_floor(db):
+    best = None
+    with psycopg2.connect(dbname=db) as conn, conn.cursor() as cr:
+        cr.execute("SET work_mem = '1GB'")
+        for _ in range(3):
+            start = time.perf_counter()
+            cr.execute(f"SELECT count(*) FROM ({FLOOR}) floor")  # noqa: S608 - constant
+            cr.fetchall()
+            elapsed = time.perf_counter() - start
+            best = elapsed if best is None else min(best, elapsed)
+    return best
+
+
+def run_scoring(db, run_type, batch_size):
+    """Execute one run to the end, committing after each step like the scheduler."""
+    import odoo  # noqa: PLC0415
+    from odoo.modules.registry import Registry  # noqa: PLC0415
+
+    registry = Registry(db)
+    start = time.perf_counter()
+    with registry.cursor() as cr:
+        env = odoo.api.Environment(cr, odoo.SUPERUSER_ID, {})
+        run = env["ecrm.score.run"]._queue_run(env.ref("base.main_company"), run_type)
+        cr.commit()
+        steps = 0
+        while run.state in ("queued", "running"):
+            run._execute_step(batch_size=batch_size)
+            cr.commit()
+            steps += 1
+        elapsed = time.perf_counter() - start
+        return elapsed, steps, run.customers_scored, run.model_fitted, run.message or ""
+
+
+def add_new_orders(db, share=0.01):
+    """Give ``share`` of the customers a new confirmed order dated now (SQL copy)."""
+    columns = [
+        row[0]
+        for row in query(
+            db,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'sale_order' "
+            "AND column_name NOT IN ('id', 'name', 'date_order', 'create_date', 'write_date')",
+        )
+    ]
+    cols = ", ".join(f'"{name}"' for name in columns)
+    return query(
+        db,
+        f"""
+        INSERT INTO sale_order ({cols}, name, date_order, create_date, write_date)
+        SELECT {cols}, o.name || '-B', now() at time zone 'UTC', now() at time zone 'UTC',
+               now() at time zone 'UTC'
+          FROM sale_order o
+         WHERE o.id IN (
+               SELECT max(id) FROM sale_order
+                WHERE company_id = 1 AND state = 'sale'
+             GROUP BY partner_id
+               HAVING hashint4(partner_id) % 100 = 7)
+        """,  # noqa: S608 - column names come from the catalog
+        fetch=False,
+    )
+
+
+def main():
+    args = parse_args()
+    import odoo  # noqa: PLC0415
+
+    odoo.tools.config.parse_config([f"--addons-path={addons_path(args)}", "--log-level=warn"])
+    customers, orders = prepare(args)
+    query(args.database, "ANALYZE sale_order", fetch=False)
+    print(f"\ndatabase {args.database}: {customers:,} customers, {orders:,} confirmed orders")
+    floor = time_floor(args.database)
+    print(f"floor: bare RFM aggregate, best of 3 (work_mem 1GB)   {floor:8.2f} s")
+    full, steps, scored, fitted, message = run_scoring(args.database, "full", args.batch_size)
+    print(
+        f"full recompute: {scored:,} customers in {steps} steps        {full:8.2f} s"
+        f"   ratio to floor {full / floor:5.2f}   model fitted: {fitted} {message}"
+    )
+    added = add_new_orders(args.database)
+    incremental, steps, scored, _fitted, _message = run_scoring(
+        args.database, "incremental", args.batch_size
+    )
+    print(
+        f"incremental after {added:,} new orders: {scored:,} customers  {incremental:8.2f} s"
+        f"   {100 * incremental / full:5.1f}% of full"
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (max RSS) of the Odoo process: {peak:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
