@@ -6,6 +6,11 @@ from . import ecrm_customer_score
 from . import ecrm_customer_score_history
 from . import ecrm_score_run
 from . import ecrm_backtest_line
+from . import ecrm_consent_purpose
+from . import ecrm_consent_policy
+from . import ecrm_consent_event
+from . import ecrm_consent
+from . import ecrm_segment
 from . import ecrm_demo
 from . import crm_team
 from . import res_company
@@ -15,3 +20,6 @@ from . import sale_order
 from . import mail_thread
 from . import mailing_trace
 from . import mail_activity
+from . import mail_blacklist
+from . import phone_blacklist
+from . import mailing_mailing

@@ -68,7 +68,34 @@ class EcrmDemo(models.AbstractModel):
         teams = {main: self.env.ref("sales_team.team_sales_department"), europe: team_europe}
         self._create_demo_orders(rng, plans, products, teams, pricelist_eur)
         self._create_demo_interactions(rng, plans, now)
+        self._create_demo_consents(rng, [partner for partner, _home in customers], now)
         return True
+
+    @api.model
+    def _create_demo_consents(self, rng, partners, now):
+        """Opt-ins and opt-outs as customers would have given them, with proof."""
+        email = self.env.ref("ecrm_addon.ecrm_channel_email")
+        sms = self.env.ref("ecrm_addon.ecrm_channel_sms")
+        main = self.env.ref("base.main_company")
+        vals_list = []
+        for partner in rng.sample(partners, 60):
+            channel, state = rng.choice(
+                [(email, "opt_out"), (email, "opt_in"), (sms, "opt_in"), (sms, "opt_out")]
+            )
+            vals_list.append(
+                {
+                    "partner_id": partner.id,
+                    "company_id": main.id,
+                    "channel_id": channel.id,
+                    "state": state,
+                    "date": now - timedelta(days=rng.randint(1, 700)),
+                    "source": rng.choice(["preference_centre", "import", "user"]),
+                    "legal_basis": "consent",
+                    "consent_text_version": "1",
+                    "address": partner.email if channel == email else partner.phone,
+                }
+            )
+        self.env["ecrm.consent.event"].create(vals_list)
 
     @api.model
     def _create_demo_interactions(self, rng, plans, now):

@@ -37,3 +37,10 @@ class ResCompany(models.Model):
         help="Channel of confirmed orders when neither their UTM medium nor their sales team "
         "names one. Orders confirmed by the customer online are logged on the web channel.",
     )
+    ecrm_consent_default_policy = fields.Selection(
+        [("opt_in", "Explicit opt-in required"), ("opt_out", "Allowed unless opted out")],
+        string="Default Consent Policy",
+        default="opt_out",
+        help="For channels without a policy of their own: contact customers only once they "
+        "opted in, or until they opt out (soft opt-in for existing customers).",
+    )

@@ -48,3 +48,13 @@ class ResConfigSettings(models.TransientModel):
         default=0.10,
         help="Future orders are discounted at this yearly rate (0.10 = 10%).",
     )
+    ecrm_consent_default_policy = fields.Selection(
+        related="company_id.ecrm_consent_default_policy", readonly=False
+    )
+    ecrm_consent_text_version = fields.Char(
+        "Consent Text Version",
+        config_parameter="ecrm_addon.consent_text_version",
+        default="1",
+        help="Recorded with every consent given in the preference centre, as proof of what "
+        "the customer read.",
+    )

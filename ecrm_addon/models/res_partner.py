@@ -1,7 +1,7 @@
 import operator as py_operator
 from datetime import timedelta
 
-from odoo import api, fields, models
+from odoo import api, fields, models, tools
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 
@@ -69,6 +69,7 @@ class ResPartner(models.Model):
         "ecrm.customer.score",
         string="Customer Value",
         compute="_compute_ecrm_score",
+        search="_search_ecrm_score_id",
         groups="ecrm_addon.group_ecrm_user",
     )
     ecrm_segment_id = fields.Many2one(
@@ -162,6 +163,115 @@ class ResPartner(models.Model):
         "Scored As Of", compute="_compute_ecrm_score", groups="ecrm_addon.group_ecrm_user"
     )
 
+    ecrm_frozen_segment_ids = fields.Many2many(
+        "ecrm.segment",
+        "ecrm_segment_partner_rel",
+        "partner_id",
+        "segment_id",
+        string="Frozen Segments",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    # Consent
+    ecrm_consent_ids = fields.One2many(
+        "ecrm.consent", "partner_id", string="Consents", groups="ecrm_addon.group_ecrm_user"
+    )
+    ecrm_consent_event_ids = fields.One2many(
+        "ecrm.consent.event",
+        "partner_id",
+        string="Consent History",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_email_contactable = fields.Boolean(
+        string="Email Marketing Allowed",
+        compute="_compute_ecrm_contactable",
+        search="_search_ecrm_email_contactable",
+        groups="ecrm_addon.group_ecrm_user",
+        help="The customer may receive marketing by email now in the current company: an "
+        "address, not blacklisted, consent as the company's policy requires, not paused.",
+    )
+    ecrm_sms_contactable = fields.Boolean(
+        string="SMS Marketing Allowed",
+        compute="_compute_ecrm_contactable",
+        search="_search_ecrm_sms_contactable",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+    ecrm_phone_contactable = fields.Boolean(
+        string="Marketing Calls Allowed",
+        compute="_compute_ecrm_contactable",
+        search="_search_ecrm_phone_contactable",
+        groups="ecrm_addon.group_ecrm_user",
+    )
+
+    @api.depends_context("company")
+    def _compute_ecrm_contactable(self):
+        Consent = self.env["ecrm.consent"]
+        Channel = self.env["ecrm.channel"].sudo()  # sudo: channels are configuration
+        allowed = {}
+        for code in ("email", "sms", "phone"):
+            channel = Channel._get_by_code(code)
+            ids = self.filtered("id").ids
+            allowed[code] = (
+                set(Consent._get_contactable(ids, channel)) if channel and ids else set()
+            )
+        for partner in self:
+            partner.ecrm_email_contactable = partner.id in allowed["email"]
+            partner.ecrm_sms_contactable = partner.id in allowed["sms"]
+            partner.ecrm_phone_contactable = partner.id in allowed["phone"]
+
+    def _ecrm_search_contactable(self, code, operator, value):
+        if operator not in ("=", "!=") or not isinstance(value, bool):
+            raise UserError(self.env._("Search consent with = True or = False."))
+        channel = self.env["ecrm.channel"].sudo()._get_by_code(code)
+        domain = [("id", "in", self.env["ecrm.consent"]._contactable_query(channel))]
+        return domain if (operator == "=") == value else ["!", *domain]
+
+    def _search_ecrm_email_contactable(self, operator, value):
+        return self._ecrm_search_contactable("email", operator, value)
+
+    def _search_ecrm_sms_contactable(self, operator, value):
+        return self._ecrm_search_contactable("sms", operator, value)
+
+    def _search_ecrm_phone_contactable(self, operator, value):
+        return self._ecrm_search_contactable("phone", operator, value)
+
+    def _ecrm_preference_token(self, company=None):
+        """Signed token of the preference centre: the partner and company ids only."""
+        self.ensure_one()
+        company = company or self.env.company
+        return tools.hash_sign(
+            self.env(su=True),
+            "ecrm_preferences",
+            {"p": self.id, "c": company.id},
+            expiration_hours=24 * 180,
+        )
+
+    def action_ecrm_request_double_opt_in(self):
+        """Email each customer a signed link (valid 3 days) to confirm email marketing."""
+        template = self.env.ref("ecrm_addon.mail_template_ecrm_double_opt_in")
+        channel = self.env["ecrm.channel"].sudo()._get_by_code("email")
+        without_email = self.filtered(lambda partner: not partner.email_normalized)
+        if without_email:
+            raise UserError(
+                self.env._(
+                    "These customers have no email address: %s",
+                    ", ".join(without_email.mapped("display_name")),
+                )
+            )
+        for partner in self:
+            token = tools.hash_sign(
+                self.env(su=True),
+                "ecrm_double_opt_in",
+                {"p": partner.id, "c": self.env.company.id, "ch": channel.id},
+                expiration_hours=72,
+            )
+            url = f"{partner.get_base_url()}/ecrm/consent/confirm/{token}"
+            template.with_context(ecrm_confirm_url=url).send_mail(partner.id)
+        return True
+
+    def _ecrm_preference_url(self, company=None):
+        self.ensure_one()
+        return f"{self.get_base_url()}/ecrm/preferences/{self._ecrm_preference_token(company)}"
+
     @api.depends_context("company")
     def _compute_ecrm_score(self):
         scores = self.env["ecrm.customer.score"].search(
@@ -218,6 +328,15 @@ class ResPartner(models.Model):
             [("company_id", "=", self.env.company.id), leaf]
         )
         return [("commercial_partner_id", "in", query.subselect("partner_id"))]
+
+    def _search_ecrm_score_id(self, operator, value):
+        if operator in ("any", "not any"):
+            query = self.env["ecrm.customer.score"]._search(
+                [("company_id", "=", self.env.company.id), *value]
+            )
+            positive = "in" if operator == "any" else "not in"
+            return [("commercial_partner_id", positive, query.subselect("partner_id"))]
+        return self._ecrm_score_domain(("id", operator, value))
 
     def _search_ecrm_segment_id(self, operator, value):
         return self._ecrm_score_domain(("segment_id", operator, value))
