@@ -33,6 +33,7 @@
         "views/ecrm_score_run_views.xml",
         "views/ecrm_consent_views.xml",
         "views/ecrm_consent_templates.xml",
+        "views/ecrm_campaign_views.xml",
         "views/res_partner_views.xml",
         "views/sale_order_views.xml",
         "views/crm_team_views.xml",

@@ -11,6 +11,9 @@ from . import ecrm_consent_policy
 from . import ecrm_consent_event
 from . import ecrm_consent
 from . import ecrm_segment
+from . import ecrm_campaign
+from . import ecrm_campaign_channel
+from . import ecrm_campaign_recipient
 from . import ecrm_demo
 from . import crm_team
 from . import res_company

@@ -24,6 +24,7 @@ OUTCOMES = [
     ("interested", "Interested"),
     ("not_interested", "Not interested"),
     ("ordered", "Ordered"),
+    ("skipped", "Skipped"),
 ]
 # Captured sources: (model, id) of the record an interaction was captured from.
 SOURCE_MODELS = [
@@ -33,6 +34,7 @@ SOURCE_MODELS = [
     ("mail.activity", "Activity"),
     ("res.partner", "Contact"),
     ("crm.lead", "Lead/Opportunity"),
+    ("ecrm.campaign.recipient", "Campaign Recipient"),
 ]
 
 
@@ -283,7 +285,7 @@ class EcrmInteraction(models.Model):
                 """
                 SELECT res_model, res_id, commercial_partner_id
                   FROM ecrm_interaction
-                 WHERE capture_mode = 'automatic'
+                 WHERE capture_mode IN ('automatic', 'campaign')
                    AND (res_model, res_id, commercial_partner_id) IN (
                        SELECT * FROM unnest(
                            %(models)s::varchar[], %(ids)s::int[], %(partners)s::int[]))
@@ -299,6 +301,6 @@ class EcrmInteraction(models.Model):
             key = (vals["res_model"], vals["res_id"], commercial[vals["partner_id"]])
             if key not in seen:
                 seen.add(key)
-                to_create.append(dict(vals, capture_mode="automatic"))
+                to_create.append({"capture_mode": "automatic", **vals})
         # sudo: automatic capture logs what happened on documents the user could act on
         return self.sudo().with_context(tracking_disable=True).create(to_create)

@@ -380,6 +380,7 @@ class EcrmScoreRun(models.Model):
                   FROM ecrm_interaction i
                  WHERE i.company_id = %(company)s
                    AND i.date > %(ref)s - interval '365 days' AND i.date <= %(ref)s
+                   AND i.outcome IS DISTINCT FROM 'skipped'
                    AND i.commercial_partner_id IN (SELECT partner_id FROM customers)
               GROUP BY i.commercial_partner_id
             )

@@ -37,7 +37,7 @@ class MailingTrace(models.Model):
         traces = self.filtered(
             lambda t: t.trace_status not in ("cancel", "error")
             and t.mass_mailing_id
-            and t._ecrm_company().ecrm_capture_mailing
+            and (t._ecrm_company().ecrm_capture_mailing or t.mass_mailing_id.ecrm_campaign_id)
         )
         if not traces:
             return
@@ -63,6 +63,7 @@ class MailingTrace(models.Model):
                     "company_id": trace._ecrm_company().id,
                     "res_model": trace._name,
                     "res_id": trace.id,
+                    "capture_mode": "campaign" if mailing.ecrm_campaign_id else "automatic",
                     "campaign_id": mailing.campaign_id.id,
                     "source_id": mailing.source_id.id,
                     "medium_id": mailing.medium_id.id,
@@ -71,8 +72,9 @@ class MailingTrace(models.Model):
         self.env["ecrm.interaction"]._capture(vals_list)
 
     def _ecrm_company(self):
-        """Mailings have no company: the company of the mailing's responsible."""
-        return self.mass_mailing_id.user_id.company_id or self.env.company
+        """Mailings have no company: the campaign's, or the mailing responsible's."""
+        mailing = self.mass_mailing_id
+        return mailing.ecrm_campaign_id.company_id or mailing.user_id.company_id or self.env.company
 
     def _ecrm_get_customers(self):
         """{trace: partner}, resolved per document model with one query per model.

@@ -44,3 +44,10 @@ class ResCompany(models.Model):
         help="For channels without a policy of their own: contact customers only once they "
         "opted in, or until they opt out (soft opt-in for existing customers).",
     )
+    ecrm_pressure_max_touches = fields.Integer(
+        string="Maximum Marketing Touches",
+        default=4,
+        help="A customer gets at most this many marketing touches (campaigns and mailings, "
+        "all channels) per period; 0 for no cap.",
+    )
+    ecrm_pressure_days = fields.Integer(string="Contact Pressure Period (days)", default=30)

@@ -58,3 +58,7 @@ class ResConfigSettings(models.TransientModel):
         help="Recorded with every consent given in the preference centre, as proof of what "
         "the customer read.",
     )
+    ecrm_pressure_max_touches = fields.Integer(
+        related="company_id.ecrm_pressure_max_touches", readonly=False
+    )
+    ecrm_pressure_days = fields.Integer(related="company_id.ecrm_pressure_days", readonly=False)

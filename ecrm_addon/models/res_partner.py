@@ -268,6 +268,15 @@ class ResPartner(models.Model):
             template.with_context(ecrm_confirm_url=url).send_mail(partner.id)
         return True
 
+    def ecrm_campaign_coupon_code(self, campaign_id):
+        """The customer's unique coupon code in a campaign, for message templates:
+        ``<t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/>``."""
+        self.ensure_one()
+        recipient = self.env["ecrm.campaign.recipient"].search(
+            [("campaign_id", "=", campaign_id), ("partner_id", "=", self.id)], limit=1
+        )
+        return recipient.coupon_id.code or ""
+
     def _ecrm_preference_url(self, company=None):
         self.ensure_one()
         return f"{self.get_base_url()}/ecrm/preferences/{self._ecrm_preference_token(company)}"
@@ -372,6 +381,7 @@ class ResPartner(models.Model):
         base = [
             ("commercial_partner_id", "in", commercial.ids),
             ("company_id", "=", self.env.company.id),
+            ("outcome", "!=", "skipped"),  # a skipped campaign touch is no contact
         ]
         Interaction = self.env["ecrm.interaction"]
         totals = {
@@ -414,7 +424,8 @@ class ResPartner(models.Model):
                 "in",
                 SQL(
                     """(SELECT commercial_partner_id FROM ecrm_interaction
-                         WHERE company_id = %s GROUP BY commercial_partner_id HAVING %s)""",
+                         WHERE company_id = %s AND outcome IS DISTINCT FROM 'skipped'
+                      GROUP BY commercial_partner_id HAVING %s)""",
                     self.env.company.id,
                     having,
                 ),
@@ -480,6 +491,7 @@ class ResPartner(models.Model):
                                    commercial_partner_id, channel_id
                               FROM ecrm_interaction
                              WHERE company_id = %s AND direction = 'inbound'
+                               AND outcome IS DISTINCT FROM 'skipped'
                           GROUP BY commercial_partner_id, channel_id
                           ORDER BY commercial_partner_id, count(*) DESC, max(date) DESC
                         ) preferred WHERE channel_id IN %s)""",

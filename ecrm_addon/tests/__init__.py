@@ -3,3 +3,4 @@ from . import test_ecrm_interaction
 from . import test_ecrm_score
 from . import test_ecrm_clv_model
 from . import test_ecrm_consent
+from . import test_ecrm_campaign

@@ -1,0 +1,655 @@
+import json
+import math
+from datetime import timedelta
+from uuid import uuid4
+
+from odoo import api, fields, models
+from odoo.exceptions import UserError
+from odoo.tools import SQL
+
+GOALS = [
+    ("order", "An order"),
+    ("repeat", "A repeat order"),
+    ("reactivation", "A reactivation"),
+]
+Z_95 = 1.959964
+
+
+class EcrmCampaign(models.Model):
+    """A one-to-one campaign: each customer of a segment gets their own channel, content
+    and offer, a random holdout is kept out, and the results are measured against it.
+
+    Built on ``utm.campaign`` (delegation), so UTM attribution and mailing statistics keep
+    working.
+    """
+
+    _name = "ecrm.campaign"
+    _description = "One-to-One Campaign"
+    _inherits = {"utm.campaign": "utm_campaign_id"}
+    _order = "id desc"
+    _check_company_auto = True
+
+    utm_campaign_id = fields.Many2one(
+        "utm.campaign", required=True, ondelete="cascade", string="UTM Campaign"
+    )
+    company_id = fields.Many2one(
+        "res.company", required=True, index=True, default=lambda self: self.env.company
+    )
+    currency_id = fields.Many2one(related="company_id.currency_id")
+    segment_id = fields.Many2one(
+        "ecrm.segment", string="Target Segment", required=True, check_company=True
+    )
+    goal = fields.Selection(GOALS, required=True, default="order")
+    state = fields.Selection(
+        [("draft", "Draft"), ("prepared", "Prepared"), ("sent", "Sent"), ("done", "Done")],
+        default="draft",
+        required=True,
+        readonly=True,
+    )
+    date_start = fields.Date(default=fields.Date.context_today, required=True)
+    date_end = fields.Date()
+    attribution_days = fields.Integer(
+        "Attribution Window (days)",
+        default=30,
+        help="An order within this many days after the touch (or the start, for the "
+        "holdout) counts as a conversion.",
+    )
+    budget = fields.Monetary()
+    fixed_cost = fields.Monetary(help="Creative, agency and other costs not per contact.")
+    holdout_percent = fields.Float(
+        "Holdout (%)",
+        default=10.0,
+        help="Share of each RFM segment kept out of the campaign to measure its effect.",
+    )
+    channel_line_ids = fields.One2many(
+        "ecrm.campaign.channel", "campaign_id", string="Channels", copy=True
+    )
+    prefer_preferred_channel = fields.Boolean(
+        help="Use the customer's preferred inbound channel when they agreed to it."
+    )
+    email_subject = fields.Char()
+    email_body = fields.Html(
+        sanitize=False,
+        help="Rendered per customer: object is the customer, e.g. "
+        '<t t-out="object.ecrm_tier_id.name"/>, and the coupon code is '
+        '<t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/>.',
+    )
+    sms_body = fields.Text("SMS Text")
+    call_script = fields.Html()
+    letter_body = fields.Html()
+    coupon_program_id = fields.Many2one(
+        "loyalty.program",
+        string="Coupon Program",
+        domain="[('program_type', 'in', ('coupons', 'promo_code', 'next_order_coupons'))]",
+        check_company=True,
+        help="Each contacted customer gets a unique code of this program.",
+    )
+    offer_ids = fields.One2many("ecrm.campaign.offer", "campaign_id", string="Offers by Tier")
+    recipient_ids = fields.One2many("ecrm.campaign.recipient", "campaign_id")
+    mailing_ids = fields.One2many("mailing.mailing", "ecrm_campaign_id")
+    # Results
+    targeted_count = fields.Integer("Targeted", compute="_compute_counts")
+    contacted_count = fields.Integer("Contacted", compute="_compute_counts")
+    skipped_count = fields.Integer("Skipped", compute="_compute_counts")
+    holdout_count = fields.Integer("Holdout", compute="_compute_counts")
+    converted_count = fields.Integer("Converted", compute="_compute_counts")
+    revenue = fields.Monetary(compute="_compute_counts")
+    cost = fields.Monetary(compute="_compute_counts")
+    conversion_rate = fields.Float(compute="_compute_uplift", digits=(16, 4))
+    holdout_conversion_rate = fields.Float(compute="_compute_uplift", digits=(16, 4))
+    uplift = fields.Float(
+        compute="_compute_uplift",
+        digits=(16, 4),
+        help="Conversion rate of the contacted group minus the holdout's.",
+    )
+    uplift_low = fields.Float("Uplift (95% low)", compute="_compute_uplift", digits=(16, 4))
+    uplift_high = fields.Float("Uplift (95% high)", compute="_compute_uplift", digits=(16, 4))
+    revenue_per_customer = fields.Monetary(compute="_compute_uplift")
+    holdout_revenue_per_customer = fields.Monetary(compute="_compute_uplift")
+    incremental_revenue = fields.Monetary(
+        compute="_compute_uplift",
+        help="(revenue per contacted customer - per holdout customer) x contacted customers.",
+    )
+    incremental_revenue_low = fields.Monetary(compute="_compute_uplift")
+    incremental_revenue_high = fields.Monetary(compute="_compute_uplift")
+    roi = fields.Float(
+        "ROI", compute="_compute_uplift", digits=(16, 4), help="(incremental revenue - cost) / cost"
+    )
+
+    @api.depends("recipient_ids.state", "recipient_ids.converted", "recipient_ids.revenue")
+    def _compute_counts(self):
+        Recipient = self.env["ecrm.campaign.recipient"]
+        for campaign in self:
+            groups = Recipient._read_group(
+                [("campaign_id", "=", campaign.id)],
+                ["group", "state", "converted"],
+                ["__count", "revenue:sum"],
+            )
+            counts = {"target": 0, "holdout": 0, "contacted": 0, "skipped": 0, "converted": 0}
+            revenue = 0.0
+            for group, state, converted, count, amount in groups:
+                counts[group] += count
+                if group == "target" and state in ("planned", "sent"):
+                    counts["contacted"] += count
+                if state == "skipped":
+                    counts["skipped"] += count
+                if group == "target" and converted:
+                    counts["converted"] += count
+                    revenue += amount
+            campaign.targeted_count = counts["target"]
+            campaign.holdout_count = counts["holdout"]
+            campaign.contacted_count = counts["contacted"]
+            campaign.skipped_count = counts["skipped"]
+            campaign.converted_count = counts["converted"]
+            campaign.revenue = revenue
+            campaign.cost = campaign._get_cost()
+
+    def _get_cost(self):
+        """Fixed cost plus each channel's cost per contact, in the company's currency."""
+        self.ensure_one()
+        per_channel = self.env["ecrm.campaign.recipient"]._read_group(
+            [("campaign_id", "=", self.id), ("state", "=", "sent")], ["channel_id"], ["__count"]
+        )
+        return self.fixed_cost + sum(
+            channel.with_company(self.company_id).cost_per_contact * count
+            for channel, count in per_channel
+        )
+
+    @api.depends("recipient_ids.converted", "recipient_ids.revenue", "recipient_ids.state")
+    def _compute_uplift(self):
+        for campaign in self:
+            stats = campaign._get_group_stats()
+            contacted, holdout = stats["contacted"], stats["holdout"]
+            values = {
+                "conversion_rate": contacted["rate"],
+                "holdout_conversion_rate": holdout["rate"],
+                "uplift": 0.0,
+                "uplift_low": 0.0,
+                "uplift_high": 0.0,
+                "revenue_per_customer": contacted["mean"],
+                "holdout_revenue_per_customer": holdout["mean"],
+                "incremental_revenue": 0.0,
+                "incremental_revenue_low": 0.0,
+                "incremental_revenue_high": 0.0,
+                "roi": 0.0,
+            }
+            if contacted["n"] and holdout["n"]:
+                values.update(campaign._uplift_values(contacted, holdout))
+            campaign.update(values)
+
+    def _uplift_values(self, contacted, holdout):
+        """Differences with 95% normal confidence intervals (two independent groups)."""
+        p1, n1, p0, n0 = contacted["rate"], contacted["n"], holdout["rate"], holdout["n"]
+        uplift = p1 - p0
+        se = math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+        delta = contacted["mean"] - holdout["mean"]
+        se_mean = math.sqrt(contacted["var"] / n1 + holdout["var"] / n0)
+        incremental = delta * n1
+        cost = self._get_cost()
+        return {
+            "uplift": uplift,
+            "uplift_low": uplift - Z_95 * se,
+            "uplift_high": uplift + Z_95 * se,
+            "incremental_revenue": incremental,
+            "incremental_revenue_low": (delta - Z_95 * se_mean) * n1,
+            "incremental_revenue_high": (delta + Z_95 * se_mean) * n1,
+            "roi": (incremental - cost) / cost if cost else 0.0,
+        }
+
+    def _get_group_stats(self):
+        """n, conversion rate, mean and sample variance of the revenue per customer, for the
+        contacted customers and the holdout, in one query."""
+        self.ensure_one()
+        self.env["ecrm.campaign.recipient"].flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT CASE WHEN "group" = 'holdout' THEN 'holdout' ELSE 'contacted' END,
+                       count(*), avg(converted::int), avg(revenue), var_samp(revenue)
+                  FROM ecrm_campaign_recipient
+                 WHERE campaign_id = %s AND ("group" = 'holdout' OR state = 'sent')
+              GROUP BY 1
+                """,
+                self.id,
+            )
+        )
+        stats = {
+            key: {"n": 0, "rate": 0.0, "mean": 0.0, "var": 0.0} for key in ("contacted", "holdout")
+        }
+        for key, n, rate, mean, var in self.env.cr.fetchall():
+            stats[key] = {
+                "n": n,
+                "rate": float(rate or 0),
+                "mean": float(mean or 0),
+                "var": float(var or 0),
+            }
+        return stats
+
+    # ------------------------------------------------------------
+    # Preparation
+    # ------------------------------------------------------------
+
+    def action_prepare(self):
+        """Choose recipients, holdout, channel and offer of every customer, set-based."""
+        for campaign in self:
+            if campaign.state != "draft":
+                raise UserError(self.env._("Only draft campaigns are prepared."))
+            if not campaign.channel_line_ids:
+                raise UserError(self.env._("Choose the channels of the campaign first."))
+            campaign._prepare_recipients()
+            campaign._apply_contact_pressure()
+            campaign._choose_channels()
+            campaign._generate_coupons()
+            campaign._log_skips()
+            campaign.state = "prepared"
+        return True
+
+    def _prepare_recipients(self):
+        """Insert one recipient per customer of the segment; a stratified random holdout."""
+        self.ensure_one()
+        Recipient = self.env["ecrm.campaign.recipient"]
+        Recipient.flush_model()
+        self.env.flush_all()
+        query = self.segment_id._search_partners()
+        self.env.cr.execute(
+            SQL("DELETE FROM ecrm_campaign_recipient WHERE campaign_id = %s", self.id)
+        )
+        self.env.cr.execute(
+            SQL(
+                """
+                WITH targets AS (
+                    SELECT t.id AS partner_id, COALESCE(s.segment_id, 0) AS stratum
+                      FROM (%(query)s) t
+                 LEFT JOIN res_partner p ON p.id = t.id
+                 LEFT JOIN ecrm_customer_score s
+                        ON s.partner_id = p.commercial_partner_id AND s.company_id = %(company)s
+                ), ranked AS (
+                    SELECT partner_id, stratum,
+                           row_number() OVER (PARTITION BY stratum
+                                              ORDER BY md5(%(seed)s || partner_id::text)) AS rank,
+                           count(*) OVER (PARTITION BY stratum) AS size
+                      FROM targets
+                )
+                INSERT INTO ecrm_campaign_recipient (
+                    campaign_id, partner_id, company_id, stratum_id, "group", state, skip_reason,
+                    create_uid, create_date, write_uid, write_date)
+                SELECT %(campaign)s, partner_id, %(company)s, NULLIF(stratum, 0),
+                       CASE WHEN rank <= round(size * %(share)s) THEN 'holdout' ELSE 'target' END,
+                       CASE WHEN rank <= round(size * %(share)s) THEN 'skipped' ELSE 'planned' END,
+                       CASE WHEN rank <= round(size * %(share)s) THEN 'holdout' END,
+                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                  FROM ranked
+                """,
+                query=query.select("res_partner.id"),
+                company=self.company_id.id,
+                seed=f"ecrm-{self.id}-",
+                campaign=self.id,
+                share=max(0.0, min(self.holdout_percent, 100.0)) / 100.0,
+                uid=self.env.uid,
+            )
+        )
+        Recipient.invalidate_model()
+
+    def _apply_contact_pressure(self):
+        """Skip customers who already got the company's maximum of marketing touches."""
+        self.ensure_one()
+        company = self.company_id
+        if not company.ecrm_pressure_max_touches:
+            return
+        self.env["ecrm.interaction"].flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE ecrm_campaign_recipient r
+                   SET state = 'skipped', skip_reason = 'capped'
+                  FROM (SELECT partner_id, count(*) AS touches
+                          FROM ecrm_interaction
+                         WHERE company_id = %(company)s AND direction = 'outbound'
+                           AND (capture_mode = 'campaign' OR res_model = 'mailing.trace')
+                           AND COALESCE(outcome, 'sent') <> 'skipped'
+                           AND date > %(since)s
+                      GROUP BY partner_id) t
+                 WHERE r.campaign_id = %(campaign)s AND r.state = 'planned'
+                   AND t.partner_id = r.partner_id AND t.touches >= %(cap)s
+                """,
+                company=company.id,
+                since=fields.Datetime.now() - timedelta(days=company.ecrm_pressure_days or 30),
+                campaign=self.id,
+                cap=company.ecrm_pressure_max_touches,
+            )
+        )
+        self.env["ecrm.campaign.recipient"].invalidate_model()
+
+    def _choose_channels(self):
+        """The first channel, in the marketer's order, the customer agreed to (optionally
+        their preferred inbound one first); otherwise skipped with the first channel's
+        reason."""
+        self.ensure_one()
+        Recipient = self.env["ecrm.campaign.recipient"]
+        planned = Recipient.search_fetch(
+            [("campaign_id", "=", self.id), ("state", "=", "planned")], ["partner_id"]
+        )
+        partner_ids = planned.partner_id.ids
+        channels = self.channel_line_ids.sorted("sequence").channel_id
+        Consent = self.env["ecrm.consent"]
+        checks = {
+            channel: Consent._check_contact(partner_ids, channel, company=self.company_id)
+            for channel in channels
+        }
+        preferred = {}
+        if self.prefer_preferred_channel:
+            partners = self.env["res.partner"].with_company(self.company_id).browse(partner_ids)
+            preferred = {p.id: p.ecrm_preferred_channel_id for p in partners}
+        chosen, reasons = {}, {}
+        for partner_id in partner_ids:
+            favourite = preferred.get(partner_id)
+            if favourite in checks and not checks[favourite].get(partner_id):
+                chosen[partner_id] = favourite.id
+                continue
+            for channel in channels:
+                if not checks[channel].get(partner_id):
+                    chosen[partner_id] = channel.id
+                    break
+            else:
+                reasons[partner_id] = checks[channels[0]].get(partner_id) or "no_consent"
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE ecrm_campaign_recipient r
+                   SET channel_id = v.channel_id,
+                       state = CASE WHEN v.channel_id IS NULL THEN 'skipped' ELSE 'planned' END,
+                       skip_reason = v.reason
+                  FROM unnest(%(partners)s::int[], %(channels)s::int[], %(reasons)s::varchar[])
+                       AS v(partner_id, channel_id, reason)
+                 WHERE r.campaign_id = %(campaign)s AND r.partner_id = v.partner_id
+                """,
+                partners=partner_ids,
+                channels=[chosen.get(pid) for pid in partner_ids],
+                reasons=[reasons.get(pid) for pid in partner_ids],
+                campaign=self.id,
+            )
+        )
+        Recipient.invalidate_model()
+
+    def _generate_coupons(self):
+        """A unique code per contacted customer, from the tier's program or the default one."""
+        self.ensure_one()
+        if not self.coupon_program_id and not self.offer_ids:
+            return
+        self.env.flush_all()
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT r.id, r.partner_id, s.tier_id
+                  FROM ecrm_campaign_recipient r
+                  JOIN res_partner p ON p.id = r.partner_id
+             LEFT JOIN ecrm_customer_score s
+                    ON s.partner_id = p.commercial_partner_id AND s.company_id = %s
+                 WHERE r.campaign_id = %s AND r.state = 'planned'
+                """,
+                self.company_id.id,
+                self.id,
+            )
+        )
+        rows = self.env.cr.fetchall()
+        by_tier = {offer.tier_id.id: offer.program_id.id for offer in self.offer_ids}
+        programs = [by_tier.get(tier) or self.coupon_program_id.id for _r, _p, tier in rows]
+        kept = [(row, program) for row, program in zip(rows, programs, strict=True) if program]
+        if not kept:
+            return
+        codes = [f"044{uuid4().hex[:13]}" for _row in kept]
+        self.env.cr.execute(
+            SQL(
+                """
+                WITH cards AS (
+                    INSERT INTO loyalty_card (program_id, company_id, partner_id, code, points,
+                                              create_uid, create_date, write_uid, write_date)
+                    SELECT v.program_id, %(company)s, v.partner_id, v.code, 0,
+                           %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                      FROM unnest(%(programs)s::int[], %(partners)s::int[], %(codes)s::varchar[])
+                           AS v(program_id, partner_id, code)
+                 RETURNING id, code
+                )
+                UPDATE ecrm_campaign_recipient r
+                   SET coupon_id = cards.id
+                  FROM cards, unnest(%(recipients)s::int[], %(codes)s::varchar[]) AS v(id, code)
+                 WHERE cards.code = v.code AND r.id = v.id
+                """,
+                company=self.company_id.id,
+                uid=self.env.uid,
+                programs=[program for _row, program in kept],
+                partners=[row[1] for row, _program in kept],
+                codes=codes,
+                recipients=[row[0] for row, _program in kept],
+            )
+        )
+        self.env["loyalty.card"].invalidate_model()
+        self.env["ecrm.campaign.recipient"].invalidate_model()
+
+    def _log_skips(self):
+        """Every skip, with its reason, is an interaction of the campaign."""
+        self.ensure_one()
+        self._log_recipients([("state", "=", "skipped")], outcome="skipped")
+
+    def _log_recipients(self, domain, outcome):
+        """One campaign interaction per recipient matching domain, in one INSERT."""
+        email = self.env["ecrm.channel"]._get_by_code("email")
+        self.env["ecrm.campaign.recipient"].flush_model()
+        recipients = self.env["ecrm.campaign.recipient"]._search(
+            [("campaign_id", "=", self.id), *domain]
+        )
+        reasons = dict(self.env["ecrm.campaign.recipient"]._fields["skip_reason"].selection)
+        self.env.cr.execute(
+            SQL(
+                """
+                INSERT INTO ecrm_interaction (
+                    partner_id, commercial_partner_id, channel_id, direction, date, subject,
+                    outcome, user_id, company_id, capture_mode, campaign_id, res_model, res_id,
+                    create_uid, create_date, write_uid, write_date)
+                SELECT r.partner_id, p.commercial_partner_id, COALESCE(r.channel_id, %(email)s),
+                       'outbound', now() at time zone 'UTC',
+                       %(name)s || CASE WHEN r.skip_reason IS NULL THEN ''
+                                        ELSE ': ' || (%(reasons)s::jsonb ->> r.skip_reason) END,
+                       %(outcome)s, %(uid)s, r.company_id, 'campaign', %(utm)s,
+                       'ecrm.campaign.recipient', r.id,
+                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                  FROM ecrm_campaign_recipient r
+                  JOIN res_partner p ON p.id = r.partner_id
+                 WHERE r.id IN (%(recipients)s)
+                """,
+                email=email.id,
+                name=self.name,
+                reasons=json.dumps(reasons),
+                outcome=outcome,
+                uid=self.env.uid,
+                utm=self.utm_campaign_id.id,
+                recipients=recipients.select("ecrm_campaign_recipient.id"),
+            )
+        )
+        self.env["ecrm.interaction"].invalidate_model()
+
+    # ------------------------------------------------------------
+    # Sending
+    # ------------------------------------------------------------
+
+    def action_send(self):
+        """Send the planned touches. Idempotent: only 'planned' recipients are handled, each
+        once; consent is checked again now and an opt-out since the preparation wins."""
+        for campaign in self:
+            if campaign.state not in ("prepared", "sent"):
+                raise UserError(self.env._("Prepare the campaign before sending it."))
+            campaign._recheck_consent()
+            campaign._send_mailings()
+            campaign._send_calls()
+            campaign._send_letters()
+            # Emails and SMS are logged from their mailing traces (with opens, clicks...).
+            campaign._log_recipients(
+                [("state", "=", "planned"), ("channel_id.code", "in", ("phone", "letter"))],
+                outcome="sent",
+            )
+            self.env["ecrm.campaign.recipient"].search(
+                [("campaign_id", "=", campaign.id), ("state", "=", "planned")]
+            ).write({"state": "sent", "sent_at": fields.Datetime.now()})
+            campaign.state = "sent"
+        return True
+
+    def _recheck_consent(self):
+        Recipient = self.env["ecrm.campaign.recipient"]
+        for channel in self.channel_line_ids.channel_id:
+            planned = Recipient.search(
+                [
+                    ("campaign_id", "=", self.id),
+                    ("state", "=", "planned"),
+                    ("channel_id", "=", channel.id),
+                ]
+            )
+            checks = self.env["ecrm.consent"]._check_contact(
+                planned.partner_id.ids, channel, company=self.company_id
+            )
+            refused = planned.filtered(lambda r, checks=checks: checks.get(r.partner_id.id))
+            for reason in set(checks[r.partner_id.id] for r in refused):
+                refused.filtered(
+                    lambda r, reason=reason, checks=checks: checks[r.partner_id.id] == reason
+                ).write({"state": "skipped", "skip_reason": reason})
+            if refused:
+                self._log_recipients([("id", "in", refused.ids)], outcome="skipped")
+
+    def _send_mailings(self):
+        for code, mailing_type in (("email", "mail"), ("sms", "sms")):
+            channel = self.env["ecrm.channel"]._get_by_code(code)
+            if not channel or not self.recipient_ids.filtered(
+                lambda r, channel=channel: r.state == "planned" and r.channel_id == channel
+            ):
+                continue
+            if self.mailing_ids.filtered(
+                lambda m, mailing_type=mailing_type: m.mailing_type == mailing_type
+            ):
+                continue  # already created by an earlier, interrupted send
+            vals = {
+                "name": f"{self.name} ({channel.name})",
+                "mailing_type": mailing_type,
+                "mailing_model_id": self.env["ir.model"]._get_id("res.partner"),
+                "campaign_id": self.utm_campaign_id.id,
+                "ecrm_campaign_id": self.id,
+                "medium_id": channel.medium_id.id,
+                "subject": self.email_subject or self.name,
+            }
+            if mailing_type == "mail":
+                # The campaign id is known to the per-customer rendering of the body.
+                body = f'<t t-set="ecrm_campaign_id" t-value="{self.id}"/>{self.email_body or ""}'
+                vals["body_html"] = body
+                vals["body_arch"] = body
+            else:
+                vals["body_plaintext"] = self.sms_body or self.name
+            mailing = self.env["mailing.mailing"].create(vals)
+            mailing.action_put_in_queue()
+
+    def _send_calls(self):
+        phone = self.env["ecrm.channel"]._get_by_code("phone")
+        recipients = self.recipient_ids.filtered(
+            lambda r: r.state == "planned" and r.channel_id == phone
+        )
+        if not recipients:
+            return
+        activity_type = self.env.ref("mail.mail_activity_data_call")
+        model_id = self.env["ir.model"]._get_id("res.partner")
+        activities = self.env["mail.activity"].create(
+            [
+                {
+                    "activity_type_id": activity_type.id,
+                    "res_model_id": model_id,
+                    "res_id": recipient.partner_id.id,
+                    "summary": self.name,
+                    "note": self.call_script,
+                    "user_id": (recipient.partner_id.user_id or self.user_id).id,
+                    "date_deadline": fields.Date.context_today(self),
+                }
+                for recipient in recipients
+            ]
+        )
+        for recipient, activity in zip(recipients, activities, strict=True):
+            recipient.activity_id = activity
+
+    def _send_letters(self):
+        """Letters are printed from the campaign (Print > Letters)."""
+        return True
+
+    def action_print_letters(self):
+        self.ensure_one()
+        return self.env.ref("ecrm_addon.action_report_ecrm_campaign_letters").report_action(self)
+
+    # ------------------------------------------------------------
+    # Measuring
+    # ------------------------------------------------------------
+
+    def action_compute_results(self):
+        """Conversions and revenue within the attribution window, set-based."""
+        for campaign in self:
+            campaign._compute_conversions()
+        return True
+
+    def _compute_conversions(self):
+        self.ensure_one()
+        self.env.flush_all()
+        start = fields.Datetime.to_datetime(self.date_start)
+        goal_filter = {
+            "order": SQL("TRUE"),
+            "repeat": SQL(
+                "EXISTS (SELECT 1 FROM sale_order b JOIN res_partner bp ON bp.id = b.partner_id "
+                "WHERE bp.commercial_partner_id = p.commercial_partner_id "
+                "AND b.company_id = o.company_id AND b.state = 'sale' AND b.date_order < t.since)"
+            ),
+            "reactivation": SQL(
+                "NOT EXISTS (SELECT 1 FROM sale_order b JOIN res_partner bp "
+                "ON bp.id = b.partner_id WHERE bp.commercial_partner_id = p.commercial_partner_id "
+                "AND b.company_id = o.company_id AND b.state = 'sale' "
+                "AND b.date_order BETWEEN t.since - interval '180 days' AND t.since)"
+            ),
+        }[self.goal]
+        self.env.cr.execute(
+            SQL(
+                """
+                WITH touched AS (
+                    SELECT r.id, r.partner_id,
+                           CASE WHEN r."group" = 'holdout' THEN %(start)s
+                                ELSE COALESCE(r.sent_at, %(start)s) END AS since
+                      FROM ecrm_campaign_recipient r
+                     WHERE r.campaign_id = %(campaign)s
+                ), conversions AS (
+                    SELECT t.id, min(o.id) AS order_id,
+                           sum(o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1))
+                               AS revenue
+                      FROM touched t
+                      JOIN res_partner p ON p.id = t.partner_id
+                      JOIN res_partner op ON op.commercial_partner_id = p.commercial_partner_id
+                      JOIN sale_order o ON o.partner_id = op.id
+                     WHERE o.company_id = %(company)s AND o.state = 'sale'
+                       AND o.date_order >= t.since
+                       AND o.date_order < t.since + make_interval(days => %(days)s)
+                       AND %(goal)s
+                  GROUP BY t.id
+                )
+                UPDATE ecrm_campaign_recipient r
+                   SET converted = c.id IS NOT NULL,
+                       order_id = c.order_id,
+                       revenue = COALESCE(c.revenue, 0)
+                  FROM touched t LEFT JOIN conversions c ON c.id = t.id
+                 WHERE r.id = t.id
+                """,
+                start=start,
+                campaign=self.id,
+                company=self.company_id.id,
+                days=self.attribution_days,
+                goal=goal_filter,
+            )
+        )
+        self.env["ecrm.campaign.recipient"].invalidate_model()
+        self.invalidate_recordset()
+
+    def action_view_recipients(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "ecrm_addon.ecrm_campaign_recipient_action"
+        )
+        action["domain"] = [("campaign_id", "=", self.id)]
+        return action
