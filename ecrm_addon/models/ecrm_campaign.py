@@ -517,8 +517,13 @@ class EcrmCampaign(models.Model):
     def _send_mailings(self):
         for code, mailing_type in (("email", "mail"), ("sms", "sms")):
             channel = self.env["ecrm.channel"]._get_by_code(code)
-            if not channel or not self.recipient_ids.filtered(
-                lambda r, channel=channel: r.state == "planned" and r.channel_id == channel
+            if not channel or not self.env["ecrm.campaign.recipient"].search_count(
+                [
+                    ("campaign_id", "=", self.id),
+                    ("state", "=", "planned"),
+                    ("channel_id", "=", channel.id),
+                ],
+                limit=1,
             ):
                 continue
             if self.mailing_ids.filtered(
@@ -546,8 +551,12 @@ class EcrmCampaign(models.Model):
 
     def _send_calls(self):
         phone = self.env["ecrm.channel"]._get_by_code("phone")
-        recipients = self.recipient_ids.filtered(
-            lambda r: r.state == "planned" and r.channel_id == phone
+        recipients = self.env["ecrm.campaign.recipient"].search(
+            [
+                ("campaign_id", "=", self.id),
+                ("state", "=", "planned"),
+                ("channel_id", "=", phone.id),
+            ]
         )
         if not recipients:
             return
