@@ -69,7 +69,23 @@ class EcrmDemo(models.AbstractModel):
         self._create_demo_orders(rng, plans, products, teams, pricelist_eur)
         self._create_demo_interactions(rng, plans, now)
         self._create_demo_consents(rng, [partner for partner, _home in customers], now)
+        self._score_demo_customers(main | europe, now)
         return True
+
+    @api.model
+    def _score_demo_customers(self, companies, now):
+        """Score the demo business now and as of the last three month-ends (history)."""
+        Run = self.env["ecrm.score.run"]
+        month_start = now.replace(day=1, hour=12, minute=0, second=0)
+        for company in companies:
+            for months_back in (3, 2, 1):
+                day = month_start
+                for _index in range(months_back):
+                    day = (day - timedelta(days=1)).replace(day=1)
+                Run._queue_run(
+                    company, "full", reference_date=day + timedelta(days=14)
+                )._execute_all()
+            Run._queue_run(company, "full", reference_date=now)._execute_all()
 
     @api.model
     def _create_demo_consents(self, rng, partners, now):

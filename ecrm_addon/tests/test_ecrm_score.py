@@ -209,8 +209,8 @@ class TestEcrmRfm(EcrmScoreCommon):
         salesman = self.user_salesman.with_context(
             allowed_company_ids=(self.company_a | self.company_r).ids
         )
-        scores = self.Score.with_user(salesman).search([])
-        self.assertEqual(set(scores.company_id.ids), {self.company_r.id})
+        scores = self.Score.with_user(salesman).search([("partner_id", "=", self.shared.id)])
+        self.assertEqual(scores.company_id, self.company_r, "not company B's score")
         with self.assertRaises(AccessError):
             scores[:1].write({"loyalty_score": 100})
         with self.assertRaises(AccessError):
