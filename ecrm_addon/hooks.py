@@ -10,4 +10,4 @@ def uninstall_hook(env):
     """
     env.cr.execute(SQL("TRUNCATE ecrm_interaction, ecrm_consent_event, ecrm_consent"))
     # The scoring runs' work table is not an Odoo model: Odoo would leave it behind.
-    env.cr.execute(SQL("DROP TABLE IF EXISTS ecrm_score_stage"))
+    env.cr.execute(SQL("DROP TABLE IF EXISTS ecrm_score_stage, ecrm_score_result"))

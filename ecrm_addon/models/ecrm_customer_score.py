@@ -17,10 +17,12 @@ class EcrmCustomerScore(models.Model):
     _rec_name = "partner_id"
     _check_company_auto = True
 
+    # No single-column indexes: (partner_id, company_id) is unique and (company_id, clv)
+    # is indexed, and every index costs on the nightly bulk write.
     partner_id = fields.Many2one(
-        "res.partner", string="Customer", required=True, index=True, ondelete="cascade"
+        "res.partner", string="Customer", required=True, ondelete="cascade"
     )
-    company_id = fields.Many2one("res.company", required=True, index=True, ondelete="cascade")
+    company_id = fields.Many2one("res.company", required=True, ondelete="cascade")
     currency_id = fields.Many2one(related="company_id.currency_id")
     run_id = fields.Many2one("ecrm.score.run", string="Scoring Run", ondelete="set null")
     scored_at = fields.Datetime("Scored On", help="Reference date of the run that scored it.")

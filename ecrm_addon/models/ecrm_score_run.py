@@ -5,7 +5,7 @@ from datetime import timedelta
 import numpy as np
 import pytz
 
-from odoo import api, fields, models
+from odoo import api, fields, models, tools
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 
@@ -131,16 +131,46 @@ class EcrmScoreRun(models.Model):
                     interactions_90d integer NOT NULL DEFAULT 0,
                     inbound_share float8 NOT NULL DEFAULT 0,
                     response_rate float8 NOT NULL DEFAULT 0,
-                    r_score integer, f_score integer, m_score integer,
-                    segment_id integer, loyalty float8, tier_id integer,
-                    p_alive float8, e30 float8, e90 float8, e365 float8, e_backtest float8,
-                    exp_value float8, clv float8,
                     PRIMARY KEY (run_id, partner_id)
                 )
                 """
             )
         )
+        # Predictions are appended here batch by batch (an INSERT is much cheaper than
+        # updating the stage rows), and joined to the stage when the run is published.
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE UNLOGGED TABLE IF NOT EXISTS ecrm_score_result (
+                    run_id integer NOT NULL,
+                    partner_id integer NOT NULL,
+                    r_score integer, f_score integer, m_score integer,
+                    segment_id integer, loyalty float8, tier_id integer,
+                    p_alive float8, e30 float8, e90 float8, e365 float8, e_backtest float8,
+                    exp_value float8, clv float8
+                )
+                """
+            )
+        )
+        tools.create_index(
+            self.env.cr, "ecrm_score_result_run_idx", "ecrm_score_result", ["run_id", "partner_id"]
+        )
         return super().init()
+
+    def _staged_sql(self):
+        """The run's stage rows with their predictions, as a subquery."""
+        return SQL(
+            """(SELECT st.run_id, st.partner_id, st.company_id, st.frequency, st.x,
+                       st.first_day, st.last_day, st.recency_days, st.order_total, st.refund,
+                       st.interactions_90d, st.inbound_share, st.response_rate,
+                       r.r_score, r.f_score, r.m_score, r.segment_id, r.loyalty, r.tier_id,
+                       r.p_alive, r.e30, r.e90, r.e365, r.e_backtest, r.exp_value, r.clv
+                  FROM ecrm_score_stage st
+                  JOIN ecrm_score_result r
+                    ON r.run_id = st.run_id AND r.partner_id = st.partner_id
+                 WHERE st.run_id = %s)""",
+            self.id,
+        )
 
     @api.depends("company_id", "run_type", "reference_date")
     def _compute_name(self):
@@ -330,6 +360,7 @@ class EcrmScoreRun(models.Model):
         cr = self.env.cr
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
         cr.execute(SQL("DELETE FROM ecrm_score_stage WHERE run_id = %s", self.id))
+        cr.execute(SQL("DELETE FROM ecrm_score_result WHERE run_id = %s", self.id))
         cr.execute(self._get_aggregate_query(settings["states"], partner_filter))
         staged = cr.rowcount
         if self.run_type == "incremental":
@@ -546,19 +577,15 @@ class EcrmScoreRun(models.Model):
         cr.execute(
             SQL(
                 """
-                UPDATE ecrm_score_stage s
-                   SET r_score = v.r_score, f_score = v.f_score, m_score = v.m_score,
-                       segment_id = v.segment_id, loyalty = v.loyalty, tier_id = v.tier_id,
-                       p_alive = v.p_alive, e30 = v.e30, e90 = v.e90, e365 = v.e365,
-                       e_backtest = v.e_backtest, exp_value = v.exp_value, clv = v.clv
+                INSERT INTO ecrm_score_result (
+                    run_id, partner_id, r_score, f_score, m_score, segment_id, loyalty, tier_id,
+                    p_alive, e30, e90, e365, e_backtest, exp_value, clv)
+                SELECT %(run)s, v.*
                   FROM unnest(%(ids)s::int[], %(r)s::int[], %(f)s::int[], %(m)s::int[],
                               %(segment)s::int[], %(loyalty)s::float8[], %(tier)s::int[],
                               %(p_alive)s::float8[], %(e30)s::float8[], %(e90)s::float8[],
                               %(e365)s::float8[], %(e_backtest)s::float8[],
-                              %(exp_value)s::float8[], %(clv)s::float8[])
-                       AS v(partner_id, r_score, f_score, m_score, segment_id, loyalty, tier_id,
-                            p_alive, e30, e90, e365, e_backtest, exp_value, clv)
-                 WHERE s.run_id = %(run)s AND s.partner_id = v.partner_id
+                              %(exp_value)s::float8[], %(clv)s::float8[]) AS v
                 """,
                 ids=[row[0] for row in rows],
                 run=self.id,
@@ -595,8 +622,10 @@ class EcrmScoreRun(models.Model):
             self._publish_history()  # as of a past date: history only
         else:
             self._publish_scores()
-            self._publish_history()
+            if not self._history_exists():
+                self._publish_history()  # the period's first run is its snapshot
         self.env.cr.execute(SQL("DELETE FROM ecrm_score_stage WHERE run_id = %s", self.id))
+        self.env.cr.execute(SQL("DELETE FROM ecrm_score_result WHERE run_id = %s", self.id))
         self.write({"state": "done", "step": False, "finished_at": fields.Datetime.now()})
         return self.customers_scored
 
@@ -622,8 +651,7 @@ class EcrmScoreRun(models.Model):
                        s.response_rate, s.loyalty, NULLIF(s.tier_id, 0), s.p_alive,
                        1 - s.p_alive, s.e30, s.e90, s.e365, s.exp_value, s.clv,
                        %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
-                  FROM ecrm_score_stage s
-                 WHERE s.run_id = %(run)s
+                  FROM %(staged)s s
                 ON CONFLICT (partner_id, company_id) DO UPDATE SET
                     run_id = EXCLUDED.run_id, scored_at = EXCLUDED.scored_at,
                     first_order_date = EXCLUDED.first_order_date,
@@ -650,6 +678,7 @@ class EcrmScoreRun(models.Model):
                 ref=self.reference_date,
                 uid=self.env.uid,
                 run=self.id,
+                staged=self._staged_sql(),
             )
         )
         if self.run_type == "full":
@@ -663,6 +692,14 @@ class EcrmScoreRun(models.Model):
                 )
             )
         self.env["ecrm.customer.score"].invalidate_model()
+
+    def _history_exists(self):
+        period = self._reference_day().replace(day=1)
+        return bool(
+            self.env["ecrm.customer.score.history"].search_count(
+                [("company_id", "=", self.company_id.id), ("period", "=", period)], limit=1
+            )
+        )
 
     def _publish_history(self):
         period = self._reference_day().replace(day=1)
@@ -678,8 +715,7 @@ class EcrmScoreRun(models.Model):
                        NULLIF(s.tier_id, 0), s.loyalty, 1 - s.p_alive, s.clv,
                        s.order_total + s.refund,
                        %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
-                  FROM ecrm_score_stage s
-                 WHERE s.run_id = %(run)s
+                  FROM %(staged)s s
                 ON CONFLICT (partner_id, company_id, period) DO UPDATE SET
                     run_id = EXCLUDED.run_id, r_score = EXCLUDED.r_score,
                     f_score = EXCLUDED.f_score, m_score = EXCLUDED.m_score,
@@ -691,6 +727,7 @@ class EcrmScoreRun(models.Model):
                 period=period,
                 uid=self.env.uid,
                 run=self.id,
+                staged=self._staged_sql(),
             )
         )
         self.env["ecrm.customer.score.history"].invalidate_model()
@@ -713,9 +750,8 @@ class EcrmScoreRun(models.Model):
                 )
                 SELECT LEAST(s.x, 7) AS bucket, count(*), sum(COALESCE(s.e_backtest, 0)),
                        sum(COALESCE(a.purchases, 0))
-                  FROM ecrm_score_stage s
+                  FROM %(staged)s s
              LEFT JOIN actual a ON a.partner_id = s.partner_id
-                 WHERE s.run_id = %(run)s
               GROUP BY LEAST(s.x, 7)
               ORDER BY 1
                 """,
@@ -725,6 +761,7 @@ class EcrmScoreRun(models.Model):
                 ref=self.reference_date,
                 end=end,
                 run=self.id,
+                staged=self._staged_sql(),
             )
         )
         lines = [
