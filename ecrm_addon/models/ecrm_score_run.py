@@ -378,20 +378,41 @@ class EcrmScoreRun(models.Model):
         return SQL(
             """
             WITH orders AS (
-                SELECT p.commercial_partner_id AS partner_id,
+                SELECT o.partner_id,
                        (o.date_order AT TIME ZONE 'UTC' AT TIME ZONE %(tz)s)::date AS day,
                        o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1) AS amount
                   FROM sale_order o
-                  JOIN res_partner p ON p.id = o.partner_id
                  WHERE o.company_id = %(company)s
                    AND o.state IN %(states)s
                    AND o.date_order <= %(ref)s
                    AND %(partner_filter)s
-            ), customers AS (
-                SELECT partner_id, count(*) AS frequency, count(DISTINCT day) - 1 AS x,
+            ), per_partner AS (
+                -- Aggregated per ordering partner first (no join on millions of orders)...
+                SELECT partner_id, count(*) AS frequency, count(DISTINCT day) AS days,
                        min(day) AS first_day, max(day) AS last_day, sum(amount) AS order_total
                   FROM orders
               GROUP BY partner_id
+            ), rolled AS (
+                -- ...then rolled up to the customer company.
+                SELECT p.commercial_partner_id AS partner_id, sum(pp.frequency) AS frequency,
+                       sum(pp.days) AS days, min(pp.first_day) AS first_day,
+                       max(pp.last_day) AS last_day, sum(pp.order_total) AS order_total,
+                       count(*) AS buyers
+                  FROM per_partner pp
+                  JOIN res_partner p ON p.id = pp.partner_id
+              GROUP BY p.commercial_partner_id
+            ), shared_days AS (
+                -- Several contacts of one company may buy the same day: count it once.
+                SELECT p.commercial_partner_id AS partner_id, count(DISTINCT o.day) AS days
+                  FROM orders o
+                  JOIN res_partner p ON p.id = o.partner_id
+                 WHERE p.commercial_partner_id IN (SELECT partner_id FROM rolled WHERE buyers > 1)
+              GROUP BY p.commercial_partner_id
+            ), customers AS (
+                SELECT r.partner_id, r.frequency, COALESCE(s.days, r.days) - 1 AS x,
+                       r.first_day, r.last_day, r.order_total
+                  FROM rolled r
+             LEFT JOIN shared_days s ON s.partner_id = r.partner_id
             ), refunds AS (
                 SELECT m.commercial_partner_id AS partner_id,
                        sum(m.amount_untaxed_signed) AS refund

@@ -197,6 +197,27 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(self.shared.with_company(self.company_b).ecrm_score_id, in_b)
         self.assertEqual(self.shared.with_company(self.company_r).ecrm_frequency, 1)
 
+    def test_company_contacts_roll_up(self):
+        """Orders of a company's contacts count for the company, a shared day once."""
+        company_x = self.env["res.company"].create({"name": "Roll-up Co"})
+        company_x.ecrm_capture_order = False
+        self.env.user.company_ids += company_x
+        acme = self.env["res.partner"].create({"name": "Acme", "is_company": True})
+        ann, bob = self.env["res.partner"].create(
+            [{"name": "Ann", "parent_id": acme.id}, {"name": "Bob", "parent_id": acme.id}]
+        )
+        self._order_on(ann, self._at(10), 100, company=company_x)
+        self._order_on(bob, self._at(10, hour_utc=11), 50, company=company_x)
+        self._order_on(bob, self._at(30), 25, company=company_x)
+        self._run(company=company_x)
+        score = self._score(acme, company_x)
+        self.assertEqual((score.frequency, score.repeat_purchases), (3, 1))
+        self.assertEqual(
+            (score.recency_days, score.first_order_date), (10, self.today - timedelta(days=30))
+        )
+        self.assertAlmostEqual(score.monetary_total, 175, places=2)
+        self.assertFalse(self._score(ann, company_x), "scores are the customer company's")
+
     def test_model_not_fitted_on_tiny_data(self):
         run = self._run()
         self.assertFalse(run.model_fitted)
