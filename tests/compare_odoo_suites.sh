@@ -23,20 +23,23 @@ run_suites() {  # $1 database, $2 modules to install, $3 log file
     dropdb --if-exists "$1"
 }
 
-failures() {  # the tests reported as FAIL or ERROR in an Odoo log, one per line
-    grep -oE '(ERROR|FAIL): [a-zA-Z0-9_]+ \([a-zA-Z0-9_.]+\)' "$1" | sed -E 's/^(ERROR|FAIL): //' | sort -u
+failures() {  # the tests reported as FAIL or ERROR in an Odoo log: "module: Class.test", one per line
+    grep -oE 'odoo\.addons\.[a-zA-Z0-9_.]+: (FAIL|ERROR): (Subtest )?[A-Za-z0-9_]+\.[A-Za-z0-9_]+' "$1" \
+        | sed -E 's/: (FAIL|ERROR): (Subtest )?/: /' | sort -u
 }
 
-echo "== without ecrm_addon ($suites)"
-run_suites ecrm_suites_without "$suites" "$logdir/suites_without.log"
-echo "== with ecrm_addon"
-run_suites ecrm_suites_with "$suites,ecrm_addon" "$logdir/suites_with.log"
+if [ -z "${ECRM_SUITES_REUSE_LOGS:-}" ]; then  # set it to compare the logs of an earlier run
+    echo "== without ecrm_addon ($suites)"
+    run_suites ecrm_suites_without "$suites" "$logdir/suites_without.log"
+    echo "== with ecrm_addon"
+    run_suites ecrm_suites_with "$suites,ecrm_addon" "$logdir/suites_with.log"
+fi
 
 failures "$logdir/suites_without.log" >"$logdir/suites_without.failures"
 failures "$logdir/suites_with.log" >"$logdir/suites_with.failures"
 for side in without with; do
-    ran=$(grep -oE '[0-9]+ tests' "$logdir/suites_$side.log" | awk '{s+=$1} END {print s+0}')
-    echo "$side ecrm_addon: $(wc -l <"$logdir/suites_$side.failures") failing tests (log: $logdir/suites_$side.log; $ran tests counted)"
+    summary=$(grep -oE '[0-9]+ failed, [0-9]+ error\(s\) of [0-9]+ tests' "$logdir/suites_$side.log" | tail -1)
+    echo "$side ecrm_addon: $(wc -l <"$logdir/suites_$side.failures") failing tests (${summary:-no summary line}; log: $logdir/suites_$side.log)"
 done
 new=$(comm -13 "$logdir/suites_without.failures" "$logdir/suites_with.failures")
 fixed=$(comm -23 "$logdir/suites_without.failures" "$logdir/suites_with.failures")
