@@ -17,7 +17,7 @@
         "mass_mailing_sms",
         "loyalty",
     ],
-    "external_dependencies": {"python": []},
+    "external_dependencies": {"python": ["phonenumbers"]},
     "data": [
         "security/ecrm_groups.xml",
         "security/ir.model.access.csv",
@@ -28,9 +28,14 @@
         "views/res_partner_views.xml",
         "views/sale_order_views.xml",
         "views/crm_team_views.xml",
+        "views/ecrm_api_source_views.xml",
+        "views/ecrm_unmatched_event_views.xml",
+        "wizard/ecrm_unmatched_match_wizard_views.xml",
+        "wizard/ecrm_api_access_wizard_views.xml",
         "views/res_config_settings_views.xml",
         "views/ecrm_menus.xml",
     ],
+    "uninstall_hook": "uninstall_hook",
     "demo": [
         "demo/ecrm_demo.xml",
     ],

@@ -9,3 +9,9 @@ from . import sale_order
 from . import mail_thread
 from . import mailing_trace
 from . import mail_activity
+from . import ecrm_api_source
+from . import ecrm_web_visitor
+from . import ecrm_interaction_event
+from . import ecrm_unmatched_event
+from . import ecrm_api_ingest
+from . import ir_http

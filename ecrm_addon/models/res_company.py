@@ -37,3 +37,11 @@ class ResCompany(models.Model):
         help="Channel of confirmed orders when neither their UTM medium nor their sales team "
         "names one. Orders confirmed by the customer online are logged on the web channel.",
     )
+    ecrm_api_unknown_policy = fields.Selection(
+        [("reject", "Reject the event"), ("inbox", "Park it in the Unmatched inbox")],
+        string="Unknown Customers (other sources)",
+        required=True,
+        default="reject",
+        help="What the API does with an event whose customer cannot be matched, when its "
+        "source is not configured in e-CRM > Configuration > API Sources.",
+    )

@@ -1,7 +1,7 @@
 import operator as py_operator
 from datetime import timedelta
 
-from odoo import api, fields, models
+from odoo import api, fields, models, tools
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 
@@ -15,6 +15,7 @@ PY_OPERATORS = {
     ">=": py_operator.ge,
 }
 RECENT_DAYS = 90
+ECRM_PARTNER_INDEXED = ("email_normalized", "phone_sanitized")
 
 
 class ResPartner(models.Model):
@@ -62,6 +63,20 @@ class ResPartner(models.Model):
         help="The channel this customer contacts the company on most (inbound interactions "
         "in the current company).",
     )
+
+    def init(self):
+        res = super().init()
+        # The ingestion API matches customers by normalized email and phone, which Odoo
+        # does not index on res_partner. Dropped by the uninstall hook.
+        for column in ECRM_PARTNER_INDEXED:
+            tools.create_index(
+                self.env.cr,
+                f"res_partner_ecrm_{column}_idx",
+                self._table,
+                [column],
+                where=f"{column} IS NOT NULL",
+            )
+        return res
 
     @api.depends_context("company")
     def _compute_ecrm_contact_figures(self):
