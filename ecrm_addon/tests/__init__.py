@@ -1,2 +1,3 @@
 from . import test_ecrm_foundation
 from . import test_ecrm_interaction
+from . import test_ecrm_api
