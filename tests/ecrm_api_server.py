@@ -33,8 +33,11 @@ registry = odoo.modules.registry.Registry(config["db_name"])
 with registry.cursor() as cr:
     env = odoo.api.Environment(cr, odoo.SUPERUSER_ID, {})
     admin = env.ref("base.user_admin")
-    wizard = env["ecrm.api.access.wizard"].with_user(admin).create({
+    Wizard = env["ecrm.api.access.wizard"].with_user(admin)
+    login = Wizard.new({"name": name}).login
+    wizard = Wizard.create({
         "name": name,
+        "user_id": env["res.users"].search([("login", "=", login)]).id,
         "company_ids": [(6, 0, admin.company_id.ids)],
         "company_id": admin.company_id.id,
         "expiration_date": fields.Datetime.now() + timedelta(days=1),
@@ -159,8 +162,7 @@ class OdooServer:
     def start(self, timeout=180):
         cmd = [
             sys.executable,
-            "-m",
-            "odoo",
+            __file__,  # like odoo-bin, so that prefork can start its gevent process
             f"--database={self.db}",
             f"--db-filter=^{self.db}$",
             f"--addons-path={addons_path()}",
@@ -207,3 +209,19 @@ def odoo_server(db, log, workers=2, extra=()):
         yield server
     finally:
         server.stop()
+
+
+if __name__ == "__main__":
+    # python3 tests/ecrm_api_server.py <odoo options>: the Odoo server, as odoo-bin would
+    # (with ``python3 -m odoo``, prefork restarts __main__.py as a script for gevent).
+    if sys.argv[1:2] == ["gevent"]:
+        # Prefork's websocket process, which the API does not use; where gevent cannot
+        # monkey-patch (missing zope.interface metadata) it would crash and be respawned
+        # every second. It idles until the server kills it, or dies with its parent.
+        parent = os.getppid()
+        while os.getppid() == parent:
+            time.sleep(1)
+    else:
+        import odoo.cli
+
+        odoo.cli.main()
