@@ -19,6 +19,8 @@ db=${ECRM_TEST_DB:-ecrm_test}
 python=${PYTHON:-python3}
 logdir=${ECRM_LOG_DIR:-$repo/.test-logs}
 mkdir -p "$logdir"
+# Odoo appends to its log files: start from empty ones, or an old warning fails this run.
+rm -f "$logdir"/{install,upgrade,uninstall,concurrency-server}.log
 
 die() {
     printf '\nERROR: %s\n' "$*" >&2
