@@ -352,6 +352,11 @@ class TestEcrmApiStatuses(EcrmApiCommon):
         self._assert_error(self._post(body=body), 413, "bytes")
         self.assertEqual(len(self._results([self._event() for _i in range(3)])), 3)
 
+    def test_411_chunked_body(self):
+        chunks = iter([b'{"events": ', json.dumps([self._event()]).encode(), b"}"])
+        self._assert_error(self._post(body=chunks), 411, "Content-Length")
+        self.assertFalse(self._api_interactions())
+
     def test_429_after_repeated_failures(self):
         self.env["ir.config_parameter"].set_param("ecrm_addon.api_auth_max_failures", 3)
         bad = {"Authorization": "Bearer wrong"}
