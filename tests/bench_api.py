@@ -121,7 +121,7 @@ class Events:
                 "direction": "inbound",
                 "occurred_at": moment.isoformat() + "Z",
                 **self.identify(visit, customer),
-                "visitor_id": f"browser-{customer['id']}",
+                "visitor_id": f"browser-{self.run}-{customer['id']}",
                 "url": f"https://shop.example.com/products/{view}",
                 "page": f"Product page {view}",
                 "product": f"Product {n % 97}",
