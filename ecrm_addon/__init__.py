@@ -2,4 +2,5 @@ from . import controllers
 from . import models
 from . import report
 from . import tools
+from . import wizard
 from .hooks import uninstall_hook

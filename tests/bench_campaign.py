@@ -111,8 +111,10 @@ def main():
             _company, ids, program = setup(env)
             env.flush_all()
             start = time.perf_counter()
-            wizard = env["loyalty.generate.wizard"].with_context(active_id=program.id).create(
-                {"program_id": program.id, "coupon_qty": len(ids), "mode": "anonymous"}
+            wizard = (
+                env["loyalty.generate.wizard"]
+                .with_context(active_id=program.id)
+                .create({"program_id": program.id, "coupon_qty": len(ids), "mode": "anonymous"})
             )
             wizard.generate_coupons()
             env.flush_all()

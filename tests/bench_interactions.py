@@ -169,7 +169,7 @@ def fill_interactions(args):
                         subject, user_id, company_id, capture_mode, create_uid, create_date,
                         write_uid, write_date)
                     SELECT coalesce(s.forced, c.id), coalesce(s.forced, c.id),
-                           (%(channels)s::int[])[1 + (s.g * 7919) %% %(nchannels)s],
+                           (%(channels)s::int[])[1 + (s.g::bigint * 7919 %% %(nchannels)s)::int],
                            CASE WHEN s.g %% 3 = 0 THEN 'inbound' ELSE 'outbound' END,
                            now() at time zone 'utc' - make_interval(secs => s.age),
                            'Benchmark interaction', %(admin)s, 1, 'api',

@@ -19,6 +19,8 @@ db=${ECRM_TEST_DB:-ecrm_test}
 python=${PYTHON:-python3}
 logdir=${ECRM_LOG_DIR:-$repo/.test-logs}
 mkdir -p "$logdir"
+# Odoo appends to its log files: start from empty ones, or an old warning fails this run.
+rm -f "$logdir"/{install,upgrade,uninstall,concurrency-server}.log
 
 die() {
     printf '\nERROR: %s\n' "$*" >&2
@@ -66,7 +68,7 @@ from psycopg2 import sql
 conn = psycopg2.connect(dbname="postgres")
 conn.autocommit = True
 with conn.cursor() as cr:
-    for name in (sys.argv[1], sys.argv[1] + "_lifecycle"):
+    for name in (sys.argv[1], sys.argv[1] + "_lifecycle", sys.argv[1] + "_api"):
         cr.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
         cr.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 PY
@@ -83,9 +85,12 @@ echo "== upgrading ecrm_addon (-u ecrm_addon)"
     || die "upgrading ecrm_addon failed (log: $logdir/upgrade.log)"
 check_log "$logdir/upgrade.log" "upgrade"
 
-# A copy for the uninstall test in tests/test_lifecycle.py.
+# Copies for the uninstall test in tests/test_lifecycle.py and for the real server of
+# tests/test_api_concurrency.py (a template cannot be copied while pytest uses it).
 createdb -T "$db" "${db}_lifecycle" || die "could not copy '$db' for the lifecycle test"
-export ECRM_LIFECYCLE_DB="${db}_lifecycle" ECRM_ADDONS_PATH="$addons_path" ECRM_LOG_DIR="$logdir"
+createdb -T "$db" "${db}_api" || die "could not copy '$db' for the API concurrency test"
+export ECRM_LIFECYCLE_DB="${db}_lifecycle" ECRM_API_DB="${db}_api" \
+    ECRM_ADDONS_PATH="$addons_path" ECRM_LOG_DIR="$logdir"
 
 echo "== running the test suite"
 cd "$repo"

@@ -93,5 +93,9 @@ def test_uninstall_leaves_no_trace(lifecycle_db, tmp_path):
         == []
     )
     assert _query(lifecycle_db, "SELECT id FROM ir_model_data WHERE module = 'ecrm_addon'") == []
+    assert (
+        _query(lifecycle_db, "SELECT indexname FROM pg_indexes WHERE indexname LIKE '%%ecrm%%'")
+        == []
+    )
     # The business data made by the demo stays: uninstalling must not delete orders.
     assert _query(lifecycle_db, "SELECT count(*) FROM sale_order")[0][0] > 0

@@ -1,1 +1,2 @@
 from . import ecrm_consent
+from . import ecrm_api

@@ -26,3 +26,9 @@ from . import mail_activity
 from . import mail_blacklist
 from . import phone_blacklist
 from . import mailing_mailing
+from . import ecrm_api_source
+from . import ecrm_web_visitor
+from . import ecrm_interaction_event
+from . import ecrm_unmatched_event
+from . import ecrm_api_ingest
+from . import ir_http

@@ -114,6 +114,13 @@ class EcrmInteraction(models.Model):
         "so that a retried push never makes a duplicate.",
     )
 
+    web_event_ids = fields.One2many(
+        "ecrm.interaction.event",
+        "interaction_id",
+        string="Web Events",
+        help="The page and product views of a web visit pushed through the API.",
+    )
+
     def init(self):
         # The customer's timeline and figures: newest first, per company.
         tools.create_index(

@@ -51,3 +51,11 @@ class ResCompany(models.Model):
         "all channels) per period; 0 for no cap.",
     )
     ecrm_pressure_days = fields.Integer(string="Contact Pressure Period (days)", default=30)
+    ecrm_api_unknown_policy = fields.Selection(
+        [("reject", "Reject the event"), ("inbox", "Park it in the Unmatched inbox")],
+        string="Unknown Customers (other sources)",
+        required=True,
+        default="reject",
+        help="What the API does with an event whose customer cannot be matched, when its "
+        "source is not configured in e-CRM > Configuration > API Sources.",
+    )

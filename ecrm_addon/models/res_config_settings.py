@@ -1,4 +1,5 @@
-from odoo import fields, models
+from odoo import api, fields, models
+from odoo.exceptions import ValidationError
 
 
 class ResConfigSettings(models.TransientModel):
@@ -62,3 +63,53 @@ class ResConfigSettings(models.TransientModel):
         related="company_id.ecrm_pressure_max_touches", readonly=False
     )
     ecrm_pressure_days = fields.Integer(related="company_id.ecrm_pressure_days", readonly=False)
+    ecrm_api_unknown_policy = fields.Selection(
+        related="company_id.ecrm_api_unknown_policy", readonly=False
+    )
+    ecrm_api_max_events = fields.Integer(
+        string="Events per Request",
+        config_parameter="ecrm_addon.api_max_events",
+        default=1000,
+        help="Most events one request to the ingestion API may carry; larger requests are "
+        "refused with HTTP 413.",
+    )
+    ecrm_api_web_session_minutes = fields.Integer(
+        string="Web Visit Window (minutes)",
+        config_parameter="ecrm_addon.api_web_session_minutes",
+        default=30,
+        help="Web events of the same visitor and customer less than this many minutes apart "
+        "are one web visit.",
+    )
+    ecrm_api_auth_max_failures = fields.Integer(
+        string="Failed Authentications",
+        config_parameter="ecrm_addon.api_auth_max_failures",
+        default=10,
+        help="After this many failed authentications from one address within the window, "
+        "the API answers HTTP 429 to that address until the window has passed.",
+    )
+    ecrm_api_auth_window_seconds = fields.Integer(
+        string="Failure Window (seconds)",
+        config_parameter="ecrm_addon.api_auth_window_seconds",
+        default=300,
+    )
+
+    @api.constrains(
+        "ecrm_api_max_events",
+        "ecrm_api_web_session_minutes",
+        "ecrm_api_auth_max_failures",
+        "ecrm_api_auth_window_seconds",
+    )
+    def _check_ecrm_api_settings(self):
+        for settings in self:
+            if (
+                min(
+                    settings.ecrm_api_max_events,
+                    settings.ecrm_api_web_session_minutes,
+                    settings.ecrm_api_auth_max_failures,
+                    settings.ecrm_api_auth_window_seconds,
+                )
+                < 1
+            ):
+                raise ValidationError(
+                    self.env._("The limits of the ingestion API must be positive numbers.")
+                )

@@ -15,6 +15,7 @@ PY_OPERATORS = {
     ">=": py_operator.ge,
 }
 RECENT_DAYS = 90
+ECRM_PARTNER_INDEXED = ("email_normalized", "phone_sanitized")
 
 
 class ResPartner(models.Model):
@@ -373,6 +374,20 @@ class ResPartner(models.Model):
             return [(0, "=", 1)] if (operator == "=") == value else []
         domain = self._ecrm_score_domain(("clv", ">=", threshold))
         return domain if (operator == "=") == value else ["!", *domain]
+
+    def init(self):
+        res = super().init()
+        # The ingestion API matches customers by normalized email and phone, which Odoo
+        # does not index on res_partner. Dropped by the uninstall hook.
+        for column in ECRM_PARTNER_INDEXED:
+            tools.create_index(
+                self.env.cr,
+                f"res_partner_ecrm_{column}_idx",
+                self._table,
+                [column],
+                where=f"{column} IS NOT NULL",
+            )
+        return res
 
     @api.depends_context("company")
     def _compute_ecrm_contact_figures(self):

@@ -4,3 +4,5 @@ from . import test_ecrm_score
 from . import test_ecrm_clv_model
 from . import test_ecrm_consent
 from . import test_ecrm_campaign
+from . import test_ecrm_api
+from . import test_ecrm_api_fuzz

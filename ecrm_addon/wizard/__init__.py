@@ -1,0 +1,2 @@
+from . import ecrm_unmatched_match_wizard
+from . import ecrm_api_access_wizard
