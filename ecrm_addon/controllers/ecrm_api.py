@@ -71,6 +71,42 @@ class EcrmApi(http.Controller):
             counts[result["status"]] += 1
         return request.make_json_response({"results": results, **counts})
 
+    @http.route(
+        "/ecrm/api/v1/consents",
+        type="http",
+        auth="bearer",
+        csrf=False,
+        save_session=False,
+        max_content_length=_max_content_length,
+    )
+    def ecrm_api_consents(self, **_params):
+        """Push consent events (a web form, a shop front): same keys, batches, errors and
+        idempotency as interactions; each event is recorded in the consent history."""
+        if request.httprequest.method != "POST":
+            raise MethodNotAllowed(["POST"], "use POST")
+        user = request.env.user
+        if not (
+            user.has_group("ecrm_addon.group_ecrm_ingest")
+            or user.has_group("ecrm_addon.group_ecrm_manager")
+        ):
+            raise Forbidden("this API key's user is not in the e-CRM API ingestion group")
+        events = self._read_events()
+        Ingest = request.env["ecrm.api.ingest"]
+        max_events = Ingest._get_api_param("api_max_events")
+        if len(events) > max_events:
+            raise RequestEntityTooLarge(
+                f"{len(events)} events in one request; send at most {max_events}"
+            )
+        try:
+            # sudo: as for interactions, the company comes from the key user's companies
+            results = Ingest.sudo()._ingest_consents(events, user.company_ids, user.company_id)
+        except ForbiddenCompany as exc:
+            raise Forbidden(str(exc)) from None
+        counts = dict.fromkeys(("created", "duplicate", "error"), 0)
+        for result in results:
+            counts[result["status"]] += 1
+        return request.make_json_response({"results": results, **counts})
+
     @staticmethod
     def _read_events():
         httprequest = request.httprequest

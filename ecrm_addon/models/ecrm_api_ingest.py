@@ -15,6 +15,7 @@ from ..tools.ingest_validation import (
     WEB_CHANNEL,
     EventError,
     ForbiddenCompany,
+    validate_consent_event,
     validate_event,
 )
 from .ecrm_interaction import OUTCOMES
@@ -913,3 +914,121 @@ class EcrmApiIngest(models.AbstractModel):
                 "and %(count)s more views", count=total - len(lines)
             )
         return subject, str(summary), (last - first).total_seconds() / 3600.0
+
+    # ------------------------------------------------------------
+    # Consent events (/ecrm/api/v1/consents)
+    # ------------------------------------------------------------
+
+    @api.model
+    def _ingest_consents(self, events, companies, default_company):
+        """Validate, match and record consent events; one result per event, in order.
+
+        Idempotent on (company, source, external id): a retried event is a ``duplicate``.
+        Unknown customers are errors (consent is never parked).
+        """
+        now = self.env.cr.now()
+        latest = now + timedelta(minutes=self._get_api_param("future_tolerance_minutes"))
+        allowed = set(companies.ids)
+        results = [None] * len(events)
+        batch = []
+        for index, event in enumerate(events):
+            try:
+                clean = validate_consent_event(event, allowed, latest)
+            except ForbiddenCompany as exc:
+                raise ForbiddenCompany(index, exc.company_id) from None
+            except EventError as exc:
+                results[index] = _error(index, exc.field, exc.message)
+                continue
+            clean.update(index=index, policy="reject")
+            clean["company_id"] = clean["company_id"] or default_company.id
+            batch.append(clean)
+        batch = self._ingest_check_channels(batch, results)
+        batch = self._ingest_check_purposes(batch, results)
+        batch = self._ingest_normalize_phones(batch, results)
+        batch = self._ingest_skip_known_consents(batch, results)
+        batch, _unmatched = self._ingest_match_customers(batch, results)
+        Event = self.env["ecrm.consent.event"]
+        created = Event.create(
+            [
+                {
+                    "partner_id": event["partner_id"],
+                    "company_id": event["company_id"],
+                    "channel_id": event["channel_id"],
+                    "purpose_id": event["purpose_id"],
+                    "state": event["state"],
+                    "pause_until": event["pause_until"],
+                    "date": event["date"],
+                    "source": "api",
+                    "source_system": event["source"],
+                    "external_ref": event["external_ref"],
+                    "consent_text_version": event["consent_text_version"],
+                    "legal_basis": event["legal_basis"],
+                    "ip_address": event["ip_address"],
+                    "note": event["note"],
+                    "user_id": self.env.uid,
+                }
+                for event in batch
+            ]
+        )
+        for event, record in zip(batch, created, strict=True):
+            results[event["index"]] = {
+                "index": event["index"],
+                "status": "created",
+                "id": record.id,
+                "external_id": event["external_ref"],
+            }
+        return results
+
+    @api.model
+    def _ingest_check_purposes(self, batch, results):
+        purposes = {
+            purpose.code: purpose.id
+            for purpose in self.env["ecrm.consent.purpose"].search(
+                [("code", "in", list({event["purpose"] for event in batch}))]
+            )
+        }
+        valid = []
+        for event in batch:
+            if event["purpose"] not in purposes:
+                self._ingest_fail(
+                    event, results, "purpose", f"unknown purpose {event['purpose']!r}"
+                )
+                continue
+            event["purpose_id"] = purposes[event["purpose"]]
+            valid.append(event)
+        return valid
+
+    @api.model
+    def _ingest_skip_known_consents(self, batch, results):
+        """Events already recorded (or twice in the batch) answer ``duplicate``."""
+        if not batch:
+            return batch
+        self.env["ecrm.consent.event"].flush_model()
+        rows = self.env.execute_query(
+            SQL(
+                """
+                SELECT company_id, source_system, external_ref, id FROM ecrm_consent_event
+                 WHERE external_ref IS NOT NULL
+                   AND (company_id, source_system, external_ref) IN (
+                       SELECT * FROM unnest(%s::int[], %s::varchar[], %s::varchar[]))
+                """,
+                [event["company_id"] for event in batch],
+                [event["source"] for event in batch],
+                [event["external_ref"] for event in batch],
+            )
+        )
+        known = {(company, source, ref): event_id for company, source, ref, event_id in rows}
+        seen, valid = {}, []
+        for event in batch:
+            key = (event["company_id"], event["source"], event["external_ref"])
+            if key in known or key in seen:
+                results[event["index"]] = {
+                    "index": event["index"],
+                    "status": "duplicate",
+                    "id": known.get(key),
+                    "external_id": event["external_ref"],
+                }
+                continue
+            seen[key] = event["index"]
+            valid.append(event)
+        return valid

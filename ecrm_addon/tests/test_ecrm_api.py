@@ -645,3 +645,87 @@ class TestEcrmApiAccessWizard(EcrmApiCommon):
         )
         with self.assertRaises(UserError):
             wizard.action_create()
+
+
+@tagged("post_install", "-at_install", "ecrm")
+class TestEcrmApiConsents(EcrmApiCommon):
+    """Consent events pushed by outside systems: same keys, errors and idempotency."""
+
+    def _consent(self, **values):
+        event = {
+            "external_id": f"consent-{next(_refs)}",
+            "source": "webform",
+            "channel": "email",
+            "state": "opt_in",
+            "occurred_at": "2025-05-01T14:30:00+02:00",
+            "email": "carla@example.com",
+            "consent_text_version": "2025-04",
+            "ip_address": "203.0.113.7",
+        }
+        event.update(values)
+        return {name: value for name, value in event.items() if value is not None}
+
+    def _post_consents(self, events, key=None):
+        response = self.opener.post(
+            self.base_url() + "/ecrm/api/v1/consents",
+            data=json.dumps({"events": events}),
+            headers={"Authorization": f"Bearer {key or self.key}"},
+            timeout=60,
+        )
+        self.assertNotIn("Traceback", response.text)
+        return response
+
+    def test_consents_recorded_idempotent_and_checked(self):
+        events = [
+            self._consent(),
+            self._consent(channel="sms", state="opt_out", email=None, phone="+1 202 555 0142"),
+            self._consent(state="pause", pause_until="2999-01-01T00:00:00Z"),
+            self._consent(state="maybe"),
+            self._consent(channel="pigeon"),
+            self._consent(email="nobody@example.com"),
+            self._consent(purpose="nope"),
+            self._consent(state="pause"),
+        ]
+        response = self._post_consents(events)
+        self.assertEqual(response.status_code, 200, response.text)
+        body = response.json()
+        statuses = [result["status"] for result in body["results"]]
+        self.assertEqual(statuses, ["created"] * 3 + ["error"] * 5)
+        fields_in_error = [result["field"] for result in body["results"][3:]]
+        self.assertEqual(fields_in_error, ["state", "channel", "email", "purpose", "pause_until"])
+        Event = self.env["ecrm.consent.event"]
+        recorded = Event.search([("source", "=", "api"), ("partner_id", "=", self.customer.id)])
+        self.assertEqual(len(recorded), 3)
+        proof = recorded.filtered(lambda e: e.channel_id.code == "email" and e.state == "opt_in")
+        self.assertEqual(
+            (proof.ip_address, proof.consent_text_version, proof.source_system),
+            ("203.0.113.7", "2025-04", "webform"),
+        )
+        sms = self.env.ref("ecrm_addon.ecrm_channel_sms")
+        self.assertEqual(
+            self.env["ecrm.consent"]._check_contact(self.customer.ids, sms)[self.customer.id],
+            "opted_out",
+        )
+        # The same batch again records nothing new.
+        again = self._post_consents(events[:3]).json()
+        self.assertEqual([r["status"] for r in again["results"]], ["duplicate"] * 3)
+        self.assertEqual(
+            [r["id"] for r in again["results"]], [r["id"] for r in body["results"][:3]]
+        )
+        self.assertEqual(
+            Event.search_count([("source", "=", "api"), ("partner_id", "=", self.customer.id)]), 3
+        )
+
+    def test_consents_auth_and_companies(self):
+        response = self._post_consents([self._consent()], key=self.key_employee)
+        self.assertEqual(response.status_code, 403)
+        response = self._post_consents([self._consent(company_id=self.company_b.id)])
+        self.assertEqual(response.status_code, 403)
+        self.assertFalse(self.env["ecrm.consent.event"].search([("source", "=", "api")]))
+        response = self.opener.post(
+            self.base_url() + "/ecrm/api/v1/consents",
+            data=json.dumps({"events": [self._consent()]}),
+            headers={"Authorization": "Bearer nope"},
+            timeout=60,
+        )
+        self.assertEqual(response.status_code, 401)

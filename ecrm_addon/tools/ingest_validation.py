@@ -230,3 +230,65 @@ def _check_channel_fields(event, channel):
         for name in WEB_ONLY_FIELDS:
             if event.get(name) is not None:
                 raise EventError(name, f"{name} is only allowed on the web channel")
+
+
+CONSENT_STATES = ("opt_in", "opt_out", "unknown", "pause")
+LEGAL_BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
+CONSENT_FIELDS = frozenset(
+    {
+        "external_id",
+        "source",
+        "channel",
+        "purpose",
+        "state",
+        "occurred_at",
+        "pause_until",
+        "consent_text_version",
+        "legal_basis",
+        "ip_address",
+        "note",
+        "company_id",
+        *IDENTIFIERS,
+    }
+)
+
+
+def validate_consent_event(event, allowed_company_ids, latest):
+    """Check one consent event (``/ecrm/api/v1/consents``) and return its clean values.
+
+    Raises :class:`EventError` naming the field, or :class:`ForbiddenCompany`.
+    """
+    if not isinstance(event, dict):
+        raise EventError(None, "an event must be a JSON object")
+    for name in event:
+        if name not in CONSENT_FIELDS:
+            raise EventError(safe_text(name), f"unknown field {safe_text(name)!r}")
+    company_id = _positive_id(event, "company_id")
+    if company_id is not None and company_id not in allowed_company_ids:
+        raise ForbiddenCompany(None, company_id)
+    clean = {
+        "company_id": company_id,
+        "external_ref": _text(event, "external_id", 255, required=True),
+        "source": _text(event, "source", 64, required=True),
+        "channel": _channel(event),
+        "purpose": _text(event, "purpose", 32) or "marketing",
+        "state": _text(event, "state", 16, required=True),
+        "date": _occurred_at(event, latest),
+        "identifier": _identifier(event),
+        "consent_text_version": _text(event, "consent_text_version", 64),
+        "legal_basis": _text(event, "legal_basis", 32) or "consent",
+        "ip_address": _text(event, "ip_address", 64),
+        "note": _text(event, "note", 2000, multiline=True),
+    }
+    if clean["state"] not in CONSENT_STATES:
+        raise EventError("state", f"state must be one of {', '.join(CONSENT_STATES)}")
+    if clean["legal_basis"] not in LEGAL_BASES:
+        raise EventError("legal_basis", f"legal_basis must be one of {', '.join(LEGAL_BASES)}")
+    clean["pause_until"] = None
+    if clean["state"] == "pause":
+        if event.get("pause_until") is None:
+            raise EventError("pause_until", "pause_until is required to pause")
+        clean["pause_until"] = _occurred_at({"occurred_at": event["pause_until"]}, datetime.max)
+    elif event.get("pause_until") is not None:
+        raise EventError("pause_until", "pause_until is only allowed with state 'pause'")
+    return clean
