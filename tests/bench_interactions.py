@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 BASE_APPS = "sale_management,mass_mailing,mass_mailing_sms,loyalty"
 HEAVY_COUNT = 10_000
 TIMELINE_SPEC = {
-    "ecrm_interaction_ids": {
+    "ecrm_timeline_ids": {
         "fields": {
             "date": {},
             "direction": {},

@@ -15,6 +15,7 @@ PY_OPERATORS = {
     ">=": py_operator.ge,
 }
 RECENT_DAYS = 90
+TIMELINE_SIZE = 40
 ECRM_PARTNER_INDEXED = ("email_normalized", "phone_sanitized")
 
 
@@ -27,6 +28,14 @@ class ResPartner(models.Model):
         string="Interactions",
         groups="ecrm_addon.group_ecrm_user",
         domain=lambda self: [("company_id", "=", self.env.company.id)],
+    )
+    ecrm_timeline_ids = fields.Many2many(
+        "ecrm.interaction",
+        string="Latest Interactions",
+        compute="_compute_ecrm_timeline",
+        groups="ecrm_addon.group_ecrm_user",
+        help="The latest interactions with this customer in the current company; the smart "
+        "button opens them all.",
     )
     ecrm_interaction_count = fields.Integer(
         string="Interaction Count",
@@ -390,45 +399,83 @@ class ResPartner(models.Model):
         return res
 
     @api.depends_context("company")
-    def _compute_ecrm_contact_figures(self):
-        """All figures of all partners in self with three grouped queries."""
-        commercial = self.commercial_partner_id.filtered("id")
-        base = [
-            ("commercial_partner_id", "in", commercial.ids),
-            ("company_id", "=", self.env.company.id),
-            ("outcome", "!=", "skipped"),  # a skipped campaign touch is no contact
-        ]
+    def _compute_ecrm_timeline(self):
+        """The newest interactions of each customer: an index range read, whatever the
+        length of the customer's history (no read of all their interaction ids)."""
         Interaction = self.env["ecrm.interaction"]
-        totals = {
-            partner.id: (count, last)
-            for partner, count, last in Interaction._read_group(
-                base, ["commercial_partner_id"], ["__count", "date:max"]
+        for partner in self:
+            commercial = partner.commercial_partner_id
+            partner.ecrm_timeline_ids = (
+                Interaction.search(
+                    [
+                        ("commercial_partner_id", "=", commercial.id),
+                        ("company_id", "=", self.env.company.id),
+                    ],
+                    limit=TIMELINE_SIZE,
+                )
+                if commercial.id
+                else Interaction
             )
-        }
-        since = fields.Datetime.now() - timedelta(days=RECENT_DAYS)
-        recent = {
-            partner.id: count
-            for partner, count in Interaction._read_group(
-                [*base, ("date", ">=", since)], ["commercial_partner_id"], ["__count"]
+
+    @api.depends_context("company")
+    def _compute_ecrm_contact_figures(self):
+        """All figures of all partners in self with one grouped query.
+
+        Counts per customer, channel and direction in the current company (an index range
+        per customer), folded in Python: the total, the last date, the last 90 days, and
+        the inbound channel used most (ties: the most recent).
+        """
+        commercial_ids = self.commercial_partner_id.filtered("id").ids
+        rows = []
+        if commercial_ids:
+            self.env["ecrm.interaction"].flush_model(
+                [
+                    "commercial_partner_id",
+                    "channel_id",
+                    "direction",
+                    "date",
+                    "company_id",
+                    "outcome",
+                ]
             )
-        }
-        preferred = {}
-        for partner, channel, count, last in Interaction._read_group(
-            [*base, ("direction", "=", "inbound")],
-            ["commercial_partner_id", "channel_id"],
-            ["__count", "date:max"],
-        ):
-            if partner.id not in preferred or (count, last) > preferred[partner.id][1:]:
-                preferred[partner.id] = (channel, count, last)
+            rows = self.env.execute_query(
+                SQL(
+                    """
+                    SELECT commercial_partner_id, channel_id, direction, count(*), max(date),
+                           count(*) FILTER (WHERE date >= %(since)s)
+                      FROM ecrm_interaction
+                     WHERE commercial_partner_id = ANY(%(partners)s)
+                       AND company_id = %(company)s
+                       AND outcome IS DISTINCT FROM 'skipped'
+                  GROUP BY commercial_partner_id, channel_id, direction
+                    """,
+                    since=fields.Datetime.now() - timedelta(days=RECENT_DAYS),
+                    partners=commercial_ids,
+                    company=self.env.company.id,
+                )
+            )
+        figures = {}
+        for partner_id, channel_id, direction, count, last, recent in rows:
+            total, last_date, recent_total, preferred = figures.get(partner_id, (0, None, 0, None))
+            if direction == "inbound" and (preferred is None or (count, last) > preferred[1:]):
+                preferred = (channel_id, count, last)
+            figures[partner_id] = (
+                total + count,
+                max(last_date, last) if last_date else last,
+                recent_total + recent,
+                preferred,
+            )
+        Channel = self.env["ecrm.channel"]
         now = fields.Datetime.now()
         for partner in self:
-            key = partner.commercial_partner_id.id
-            count, last = totals.get(key, (0, False))
+            count, last, recent, preferred = figures.get(
+                partner.commercial_partner_id.id, (0, None, 0, None)
+            )
             partner.ecrm_interaction_count = count
-            partner.ecrm_last_contact_date = last
+            partner.ecrm_last_contact_date = last or False
             partner.ecrm_days_since_contact = (now - last).days if last else 0
-            partner.ecrm_interaction_count_recent = recent.get(key, 0)
-            partner.ecrm_preferred_channel_id = preferred.get(key, (False,))[0]
+            partner.ecrm_interaction_count_recent = recent
+            partner.ecrm_preferred_channel_id = Channel.browse(preferred[0] if preferred else ())
 
     def _ecrm_having_domain(self, having):
         """Partners whose customer's interactions in the current company match ``having``."""

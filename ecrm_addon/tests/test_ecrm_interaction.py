@@ -192,11 +192,11 @@ class TestEcrmInteractionAccess(EcrmInteractionCommon):
         partner_form = (
             self.env["res.partner"].with_user(self.user_salesman).get_views([(False, "form")])
         )
-        self.assertIn("ecrm_interaction_ids", partner_form["views"]["form"]["arch"])
+        self.assertIn("ecrm_timeline_ids", partner_form["views"]["form"]["arch"])
         employee_form = (
             self.env["res.partner"].with_user(self.user_employee).get_views([(False, "form")])
         )
-        self.assertNotIn("ecrm_interaction_ids", employee_form["views"]["form"]["arch"])
+        self.assertNotIn("ecrm_timeline_ids", employee_form["views"]["form"]["arch"])
         with Form(self.customer.with_user(self.user_salesman)) as form:
             self.assertEqual(form.ecrm_interaction_count, 0)
         order = self._create_order(self.customer, user_id=self.user_salesman.id)
@@ -543,3 +543,25 @@ class TestEcrmPartnerFigures(EcrmInteractionCommon):
         self.assertEqual(search([("ecrm_preferred_channel_id", "=", "Chat")]), acme)
         action = self.customer.action_ecrm_view_interactions()
         self.assertEqual(action["domain"], [("commercial_partner_id", "=", self.customer.id)])
+
+    def test_timeline_newest_first_current_company(self):
+        now = fields.Datetime.now()
+        self.Interaction.create(
+            [
+                {
+                    "partner_id": self.contact_1.id,
+                    "channel_id": self.channel_phone.id,
+                    "company_id": self.company_a.id,
+                    "date": now - timedelta(hours=index),
+                    "subject": f"Call {index}",
+                }
+                for index in range(50)
+            ]
+        )
+        self._log(self.contact_1, company=self.company_b, subject="In B")
+        timeline = self.customer_company.with_user(self.user_salesman).ecrm_timeline_ids
+        self.assertEqual(len(timeline), 40)
+        self.assertEqual(timeline[0].subject, "Call 0")
+        self.assertEqual(timeline.mapped("date"), sorted(timeline.mapped("date"), reverse=True))
+        self.assertNotIn("In B", timeline.mapped("subject"))
+        self.assertEqual(self.contact_2.ecrm_timeline_ids, timeline, "rolled up to the company")
