@@ -1,4 +1,4 @@
-from odoo import api, fields, models
+from odoo import api, fields, models, tools
 from odoo.exceptions import ValidationError
 
 
@@ -56,7 +56,34 @@ class EcrmChannel(models.Model):
                     )
                 )
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        self.env.registry.clear_cache()  # _get_id_by_code
+        return super().create(vals_list)
+
+    def write(self, vals):
+        if {"code", "active", "company_id"} & set(vals):
+            self.env.registry.clear_cache()  # _get_id_by_code
+        return super().write(vals)
+
+    def unlink(self):
+        self.env.registry.clear_cache()  # _get_id_by_code
+        return super().unlink()
+
+    @api.model
+    @tools.ormcache("code")
+    def _get_id_by_code(self, code):
+        # sudo: channels are configuration; the company is checked by _get_by_code
+        channel = self.sudo().search([("code", "=", code)], limit=1)
+        return channel.id, channel.company_id.id
+
     @api.model
     def _get_by_code(self, code):
-        """The active channel with this code, visible to the current company."""
-        return self.search([("code", "=", code)], limit=1)
+        """The active channel with this code, if visible to the current company.
+
+        Capture paths call it for every message and order: the lookup is cached.
+        """
+        channel_id, company_id = self._get_id_by_code(code)
+        if not channel_id or company_id not in (False, self.env.company.id):
+            return self.browse()
+        return self.browse(channel_id)

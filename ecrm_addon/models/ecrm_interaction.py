@@ -273,7 +273,7 @@ class EcrmInteraction(models.Model):
     # ------------------------------------------------------------
 
     @api.model
-    def _capture(self, vals_list):
+    def _capture(self, vals_list, new_sources=False):
         """Create automatically captured interactions, skipping those already captured.
 
         Each vals dict names its source (``res_model``, ``res_id``) and customer. Duplicates
@@ -286,6 +286,17 @@ class EcrmInteraction(models.Model):
         partners = self.env["res.partner"].browse({vals["partner_id"] for vals in vals_list})
         commercial = {partner.id: partner.commercial_partner_id.id for partner in partners}
         keys = {(v["res_model"], v["res_id"], commercial[v["partner_id"]]) for v in vals_list}
+        if new_sources:
+            # Sources just created (a new message, a new trace) cannot be logged yet: only
+            # the customers repeated within the batch are dropped.
+            seen, unique = set(), []
+            for vals in vals_list:
+                key = (vals["res_model"], vals["res_id"], commercial[vals["partner_id"]])
+                if key not in seen:
+                    seen.add(key)
+                    unique.append({"capture_mode": "automatic", **vals})
+            # sudo: automatic capture logs what happened on documents the user could act on
+            return self.sudo().with_context(tracking_disable=True).create(unique)
         self.flush_model(["res_model", "res_id", "commercial_partner_id", "capture_mode"])
         self.env.cr.execute(
             SQL(

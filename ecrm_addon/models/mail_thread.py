@@ -69,7 +69,7 @@ class MailThread(models.AbstractModel):
                         message, record, partner, direction, channels[code], company, users
                     )
                 )
-        self.env["ecrm.interaction"]._capture(vals_list)
+        self.env["ecrm.interaction"]._capture(vals_list, new_sources=True)
 
     def _ecrm_message_company(self, record):
         if "company_id" in record._fields and record.company_id:

@@ -69,7 +69,7 @@ class MailingTrace(models.Model):
                     "medium_id": mailing.medium_id.id,
                 }
             )
-        self.env["ecrm.interaction"]._capture(vals_list)
+        self.env["ecrm.interaction"]._capture(vals_list, new_sources=True)
 
     def _ecrm_company(self):
         """Mailings have no company: the campaign's, or the mailing responsible's."""
