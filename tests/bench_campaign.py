@@ -23,6 +23,8 @@ import argparse
 import time
 from pathlib import Path
 
+import psycopg2
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -106,6 +108,16 @@ def main():
             return prepared, total, dict(counts), cards
 
     def wizard_round():
+        # Odoo's codes ('044' + 9 hex digits of a uuid4) collide now and then at 100,000
+        # coupons (about 7 % of runs): the wizard then fails; such a run is tried again.
+        for _attempt in range(3):
+            try:
+                return wizard_attempt()
+            except psycopg2.errors.UniqueViolation:
+                print("  Odoo's coupon wizard drew a duplicate code: trying again", flush=True)
+        raise RuntimeError("Odoo's coupon wizard failed three times")
+
+    def wizard_attempt():
         with registry.cursor() as cr:
             env = odoo.api.Environment(cr, 2, {})
             _company, ids, program = setup(env)
