@@ -6,6 +6,22 @@ import numpy as np
 ENGAGED_INTERACTIONS = 6
 
 
+def quintile_bounds(values):
+    """Bounds of the quintile scores of ``values``, as ``quintile_scores`` takes them.
+
+    A value's score is ceil(5 * cume_dist), the share of the values lower or equal to it
+    (PostgreSQL's ``cume_dist``), so equal values always share a score; bound j is the
+    highest value scoring j or less, None when no value scores that low.
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    if not len(ordered):
+        return [None] * 4
+    cume_dist = np.searchsorted(ordered, ordered, side="right") / len(ordered)
+    scores = np.ceil(5 * cume_dist)
+    last = np.searchsorted(scores, np.arange(1, 5), side="right") - 1
+    return [float(ordered[index]) if index >= 0 else None for index in last]
+
+
 def quintile_scores(values, bounds):
     """Score 1..5 of each value: 1 + the number of bounds below it.
 
@@ -31,9 +47,10 @@ def score_batch(
 ):
     """Scores and predictions of the stage rows of one batch.
 
-    rows: (partner_id, frequency, x, t_x, age, order_total, refund, interactions_90d,
-    inbound_share, response_rate, recency_days) tuples. Returns the columns r, f, m,
-    segment, loyalty, tier, p_alive, e30, e90, e365, e_backtest, exp_value, clv as lists.
+    rows: an array (or rows) of (partner_id, frequency, x, t_x, age, order_total, refund,
+    interactions_90d, inbound_share, response_rate, recency_days). Returns the columns r,
+    f, m, segment, loyalty, tier, p_alive, e30, e90, e365, e_backtest, exp_value, clv as
+    numpy arrays; a prediction that cannot be made (no fitted model, not finite) is NaN.
     """
     data = np.array(rows, dtype=np.float64).reshape(len(rows), 11)
     frequency, x, t_x, age = data[:, 1], data[:, 2], data[:, 3], data[:, 4]
@@ -62,22 +79,13 @@ def score_batch(
         tier = np.zeros(len(rows), dtype=np.int64)
 
     count = len(rows)
-    empty = [None] * count
-    predictions = [empty] * 7
+    predictions = [np.full(count, np.nan)] * 7
     if model:
         predictions = _predict(
             model, x, t_x, age, data[:, 5] / np.maximum(frequency, 1), horizon_days,
             discount_rate, backtest_days,
         )  # fmt: skip
-    return [
-        r.tolist(),
-        f.tolist(),
-        m.tolist(),
-        segment.tolist(),
-        loyalty.tolist(),
-        tier.tolist(),
-        *predictions,
-    ]
+    return [r, f, m, segment, loyalty, tier, *predictions]
 
 
 def _predict(model, x, t_x, age, spend, horizon_days, discount_rate, backtest_days):
@@ -106,6 +114,6 @@ def _predict(model, x, t_x, age, spend, horizon_days, discount_rate, backtest_da
 
 
 def _clean(values):
-    """Floats with NaN/inf as None (NULL)."""
+    """Floats with inf as NaN (stored as NULL)."""
     values = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(values), values, None).tolist()
+    return np.where(np.isfinite(values), values, np.nan)

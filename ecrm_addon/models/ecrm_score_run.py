@@ -1,4 +1,3 @@
-import io
 import logging
 import time
 from datetime import timedelta
@@ -10,11 +9,13 @@ from odoo import api, fields, models, tools
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 
-from .ecrm_score_math import score_batch
+from ..tools.pgcopy import copy_in, copy_out_float8
+from .ecrm_score_math import quintile_bounds, score_batch
 
 _logger = logging.getLogger(__name__)
 
 STAGE_TABLE = "ecrm_score_stage"
+PREDICTION_TABLE = "ecrm_score_prediction"
 RUN_TYPES = [
     ("full", "Full"),
     ("incremental", "Incremental"),
@@ -37,11 +38,6 @@ PREDICTED = [
     "exp_value",
     "clv",
 ]
-
-
-def _copy_text(value):
-    """A value in PostgreSQL's COPY text format (numbers and NULL only)."""
-    return "\\N" if value is None else repr(value)
 
 
 class EcrmScoreRun(models.Model):
@@ -142,16 +138,18 @@ class EcrmScoreRun(models.Model):
                 """
             )
         )
-        # Predictions are appended here batch by batch (an INSERT is much cheaper than
-        # updating the stage rows), and joined to the stage when the run is published.
+        # Predictions are appended here batch by batch with a binary COPY (an INSERT is
+        # much cheaper than updating the stage rows), and joined to the stage when the run
+        # is published. Every column is float8 so that numpy writes the rows as they are;
+        # NaN stands for a prediction that could not be made.
         self.env.cr.execute(
             SQL(
                 """
-                CREATE UNLOGGED TABLE IF NOT EXISTS ecrm_score_result (
+                CREATE UNLOGGED TABLE IF NOT EXISTS ecrm_score_prediction (
                     run_id integer NOT NULL,
                     partner_id integer NOT NULL,
-                    r_score integer, f_score integer, m_score integer,
-                    segment_id integer, loyalty float8, tier_id integer,
+                    r_score float8, f_score float8, m_score float8,
+                    segment_id float8, loyalty float8, tier_id float8,
                     p_alive float8, e30 float8, e90 float8, e365 float8, e_backtest float8,
                     exp_value float8, clv float8
                 )
@@ -159,7 +157,10 @@ class EcrmScoreRun(models.Model):
             )
         )
         tools.create_index(
-            self.env.cr, "ecrm_score_result_run_idx", "ecrm_score_result", ["run_id", "partner_id"]
+            self.env.cr,
+            "ecrm_score_prediction_run_idx",
+            "ecrm_score_prediction",
+            ["run_id", "partner_id"],
         )
         return super().init()
 
@@ -169,10 +170,14 @@ class EcrmScoreRun(models.Model):
             """(SELECT st.run_id, st.partner_id, st.company_id, st.frequency, st.x,
                        st.first_day, st.last_day, st.recency_days, st.order_total, st.refund,
                        st.interactions_90d, st.inbound_share, st.response_rate,
-                       r.r_score, r.f_score, r.m_score, r.segment_id, r.loyalty, r.tier_id,
-                       r.p_alive, r.e30, r.e90, r.e365, r.e_backtest, r.exp_value, r.clv
+                       r.r_score::int AS r_score, r.f_score::int AS f_score,
+                       r.m_score::int AS m_score, r.segment_id::int AS segment_id, r.loyalty,
+                       r.tier_id::int AS tier_id, NULLIF(r.p_alive, 'NaN') AS p_alive,
+                       NULLIF(r.e30, 'NaN') AS e30, NULLIF(r.e90, 'NaN') AS e90,
+                       NULLIF(r.e365, 'NaN') AS e365, NULLIF(r.e_backtest, 'NaN') AS e_backtest,
+                       NULLIF(r.exp_value, 'NaN') AS exp_value, NULLIF(r.clv, 'NaN') AS clv
                   FROM ecrm_score_stage st
-                  JOIN ecrm_score_result r
+                  JOIN ecrm_score_prediction r
                     ON r.run_id = st.run_id AND r.partner_id = st.partner_id
                  WHERE st.run_id = %s)""",
             self.id,
@@ -368,9 +373,12 @@ class EcrmScoreRun(models.Model):
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
         cr.execute(SQL("SET LOCAL jit = off"))
         cr.execute(SQL("DELETE FROM ecrm_score_stage WHERE run_id = %s", self.id))
-        cr.execute(SQL("DELETE FROM ecrm_score_result WHERE run_id = %s", self.id))
+        cr.execute(SQL("DELETE FROM ecrm_score_prediction WHERE run_id = %s", self.id))
         cr.execute(self._get_aggregate_query(settings["states"], partner_filter))
         staged = cr.rowcount
+        # The work tables' statistics are a run old (or none): without fresh ones the
+        # planner takes a run's 100,000 rows for one and joins them by nested loops.
+        cr.execute(SQL("ANALYZE ecrm_score_stage"))
         if self.run_type == "incremental":
             self._copy_model_from(self.base_run_id)
         else:
@@ -467,65 +475,70 @@ class EcrmScoreRun(models.Model):
         )
 
     def _fit_bounds(self):
-        """Quintile bounds: the highest value scoring 1..4, ties in one quintile.
-
-        A score is ceil(5 * cume_dist), so equal values always share a score; scores below
-        the lowest one reached have no bound (None) and are skipped over.
-        """
-        bounds = {}
-        for key, expression in (
-            ("r", SQL("-recency_days")),
-            ("f", SQL("frequency")),
-            ("m", SQL("order_total + refund")),
-        ):
-            self.env.cr.execute(
-                SQL(
-                    """
-                    SELECT score, max(value) FROM (
-                        SELECT %(expression)s AS value,
-                               ceil(5 * cume_dist() OVER (ORDER BY %(expression)s)) AS score
-                          FROM ecrm_score_stage WHERE run_id = %(run)s) ranked
-                  GROUP BY score
-                    """,
-                    expression=expression,
-                    run=self.id,
-                )
-            )
-            by_score = {int(score): float(value) for score, value in self.env.cr.fetchall()}
-            # Bound j: the highest value scoring j or less (None below the first score).
-            bounds[key], highest = [], None
-            for score in range(1, 5):
-                highest = by_score.get(score, highest)
-                bounds[key].append(highest)
-        self.bounds = bounds
+        """Quintile bounds of recency, frequency and monetary value within the company:
+        the highest value scoring 1..4, ties in one quintile (see ``quintile_bounds``)."""
+        values = copy_out_float8(
+            self.env.cr,
+            SQL(
+                """SELECT -recency_days::float8, frequency::float8, (order_total + refund)::float8
+                     FROM ecrm_score_stage WHERE run_id = %s""",
+                self.id,
+            ),
+            3,
+        )
+        self.bounds = {key: quintile_bounds(values[:, index]) for index, key in enumerate("rfm")}
 
     def _fit_models(self):
         """Fit BG/NBD and Gamma-Gamma on the company's summary (identical rows grouped)."""
         from ..tools import clv  # noqa: PLC0415 - scipy is only needed by the scoring
 
         cr = self.env.cr
-        cr.execute(
+        summary = copy_out_float8(
+            cr,
             SQL(
-                """SELECT x, t_x, age, count(*) FROM ecrm_score_stage
+                """SELECT x::float8, t_x::float8, age::float8, count(*)::float8
+                     FROM ecrm_score_stage
                     WHERE run_id = %s AND age > 0 GROUP BY x, t_x, age""",
                 self.id,
-            )
+            ),
+            4,
         )
-        summary = np.array(cr.fetchall(), dtype=np.float64).reshape(-1, 4)
+        # The company's last fit is a close start: nightly refits converge in a few steps.
+        previous = self.search(
+            [
+                ("company_id", "=", self.company_id.id),
+                ("run_type", "=", "full"),
+                ("state", "=", "done"),
+                ("model_fitted", "=", True),
+            ],
+            order="id desc",
+            limit=1,
+        )
         values = {"model_fitted": False}
         try:
             bgnbd = clv.fit_bgnbd(
-                summary[:, 0], summary[:, 1], summary[:, 2], weights=summary[:, 3]
+                summary[:, 0],
+                summary[:, 1],
+                summary[:, 2],
+                weights=summary[:, 3],
+                initial=(previous.bgnbd_r, previous.bgnbd_alpha, previous.bgnbd_a, previous.bgnbd_b)
+                if previous
+                else None,
             )
-            cr.execute(
+            spend = copy_out_float8(
+                cr,
                 SQL(
-                    """SELECT x, (order_total / frequency)::float8 FROM ecrm_score_stage
+                    """SELECT x::float8, (order_total / frequency)::float8 FROM ecrm_score_stage
                         WHERE run_id = %s AND x > 0 AND order_total > 0""",
                     self.id,
-                )
+                ),
+                2,
             )
-            spend = np.array(cr.fetchall(), dtype=np.float64).reshape(-1, 2)
-            gg = clv.fit_gamma_gamma(spend[:, 0], spend[:, 1])
+            gg = clv.fit_gamma_gamma(
+                spend[:, 0],
+                spend[:, 1],
+                initial=(previous.gg_p, previous.gg_q, previous.gg_v) if previous else None,
+            )
             if not gg.get("mean_defined", True):
                 raise ValueError(self.env._("the order values have no finite mean (q <= 1)"))
         except ValueError as error:
@@ -569,12 +582,14 @@ class EcrmScoreRun(models.Model):
         )
 
     def _step_predict(self, batch_size):
-        cr = self.env.cr
-        cr.execute(
+        rows = copy_out_float8(
+            self.env.cr,
             SQL(
                 """
-                SELECT partner_id, frequency, x, t_x, age, order_total, refund,
-                       interactions_90d, inbound_share, response_rate, recency_days
+                SELECT partner_id::float8, frequency::float8, x::float8, t_x::float8,
+                       age::float8, order_total::float8, refund::float8,
+                       interactions_90d::float8, inbound_share, response_rate,
+                       recency_days::float8
                   FROM ecrm_score_stage
                  WHERE run_id = %s AND partner_id > %s
               ORDER BY partner_id
@@ -583,10 +598,10 @@ class EcrmScoreRun(models.Model):
                 self.id,
                 self.progress_partner_id,
                 batch_size,
-            )
+            ),
+            11,
         )
-        rows = cr.fetchall()
-        if not rows:
+        if not len(rows):
             self.step = "publish"
             return 0
         settings = self._settings()
@@ -603,24 +618,21 @@ class EcrmScoreRun(models.Model):
             discount_rate=settings["discount"],
             backtest_days=self.backtest_days if self.run_type == "backtest" else 0,
         )
-        self._write_results([row[0] for row in rows], results)
-        self.progress_partner_id = rows[-1][0]
+        partner_ids = rows[:, 0].astype(np.int32)
+        copy_in(
+            self.env.cr,
+            PREDICTION_TABLE,
+            [
+                ("run_id", "int4", np.full(len(rows), self.id, dtype=np.int32)),
+                ("partner_id", "int4", partner_ids),
+                *(
+                    (name, "float8", values)
+                    for name, values in zip(PREDICTED, results, strict=True)
+                ),
+            ],
+        )
+        self.progress_partner_id = int(partner_ids[-1])
         return len(rows)
-
-    def _write_results(self, partner_ids, columns):
-        """Append a batch of predictions with COPY: adapting hundreds of thousands of
-        values into array literals costs three times more (measured at 50,000 rows)."""
-        buffer = io.StringIO()
-        lines = zip(partner_ids, *columns, strict=True)
-        buffer.writelines(
-            "\t".join(_copy_text(value) for value in (self.id, *line)) + "\n" for line in lines
-        )
-        buffer.seek(0)
-        self.env.cr.copy_expert(
-            "COPY ecrm_score_result (run_id, partner_id, r_score, f_score, m_score, segment_id, "
-            "loyalty, tier_id, p_alive, e30, e90, e365, e_backtest, exp_value, clv) FROM STDIN",
-            buffer,
-        )
 
     def _get_model_params(self):
         if not self.model_fitted:
@@ -645,68 +657,94 @@ class EcrmScoreRun(models.Model):
             if not self._history_exists():
                 self._publish_history()  # the period's first run is its snapshot
         self.env.cr.execute(SQL("DELETE FROM ecrm_score_stage WHERE run_id = %s", self.id))
-        self.env.cr.execute(SQL("DELETE FROM ecrm_score_result WHERE run_id = %s", self.id))
+        self.env.cr.execute(SQL("DELETE FROM ecrm_score_prediction WHERE run_id = %s", self.id))
         self.write({"state": "done", "step": False, "finished_at": fields.Datetime.now()})
         return self.customers_scored
 
     def _publish_scores(self):
+        """Write the staged scores into ``ecrm.customer.score`` in three statements.
+
+        An UPDATE of the existing rows rather than an INSERT ... ON CONFLICT DO UPDATE:
+        the latter locks each conflicting row first (one more WAL record per row), and
+        the update, touching no indexed column, stays heap-only (see the table's
+        fillfactor). Then the new customers are inserted, and a full run deletes the
+        scores of customers without counted orders any more.
+        """
         cr = self.env.cr
+        cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
+        cr.execute(SQL("ANALYZE ecrm_score_prediction"))  # see _step_aggregate
+        staged = self._staged_sql()
+        values = [
+            ("scored_at", SQL("%s", self.reference_date)),
+            ("first_order_date", SQL("s.first_day")),
+            ("last_order_date", SQL("s.last_day")),
+            ("recency_days", SQL("s.recency_days")),
+            ("frequency", SQL("s.frequency")),
+            ("repeat_purchases", SQL("s.x")),
+            ("monetary_total", SQL("s.order_total + s.refund")),
+            ("monetary_avg", SQL("s.order_total / s.frequency")),
+            ("refund_total", SQL("-s.refund")),
+            ("r_score", SQL("s.r_score::varchar")),
+            ("f_score", SQL("s.f_score::varchar")),
+            ("m_score", SQL("s.m_score::varchar")),
+            ("rfm_code", SQL("s.r_score::varchar || s.f_score::varchar || s.m_score::varchar")),
+            ("segment_id", SQL("NULLIF(s.segment_id, 0)")),
+            ("interaction_count_recent", SQL("s.interactions_90d")),
+            ("inbound_share", SQL("s.inbound_share")),
+            ("campaign_response_rate", SQL("s.response_rate")),
+            ("loyalty_score", SQL("s.loyalty")),
+            ("tier_id", SQL("NULLIF(s.tier_id, 0)")),
+            ("p_alive", SQL("s.p_alive")),
+            ("churn_risk", SQL("1 - s.p_alive")),
+            ("expected_purchases_30", SQL("s.e30")),
+            ("expected_purchases_90", SQL("s.e90")),
+            ("expected_purchases_365", SQL("s.e365")),
+            ("expected_order_value", SQL("s.exp_value")),
+            ("clv", SQL("s.clv")),
+            ("write_uid", SQL("%s", self.env.uid)),
+            ("write_date", SQL("now() AT TIME ZONE 'UTC'")),
+        ]
+        columns = SQL(", ").join(SQL.identifier(name) for name, _value in values)
+        expressions = SQL(", ").join(value for _name, value in values)
         cr.execute(
             SQL(
                 """
-                INSERT INTO ecrm_customer_score AS c (
-                    partner_id, company_id, run_id, scored_at, first_order_date,
-                    last_order_date, recency_days, frequency, repeat_purchases, monetary_total,
-                    monetary_avg, refund_total, r_score, f_score, m_score, rfm_code, segment_id,
-                    interaction_count_recent, inbound_share, campaign_response_rate,
-                    loyalty_score, tier_id, p_alive, churn_risk, expected_purchases_30,
-                    expected_purchases_90, expected_purchases_365, expected_order_value, clv,
-                    create_uid, create_date, write_uid, write_date)
-                SELECT s.partner_id, s.company_id, s.run_id, %(ref)s, s.first_day, s.last_day,
-                       s.recency_days, s.frequency, s.x, s.order_total + s.refund,
-                       s.order_total / s.frequency, -s.refund, s.r_score::varchar,
-                       s.f_score::varchar, s.m_score::varchar,
-                       s.r_score::varchar || s.f_score::varchar || s.m_score::varchar,
-                       NULLIF(s.segment_id, 0), s.interactions_90d, s.inbound_share,
-                       s.response_rate, s.loyalty, NULLIF(s.tier_id, 0), s.p_alive,
-                       1 - s.p_alive, s.e30, s.e90, s.e365, s.exp_value, s.clv,
-                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                UPDATE ecrm_customer_score c SET (%(columns)s) = (%(expressions)s)
                   FROM %(staged)s s
-                ON CONFLICT (partner_id, company_id) DO UPDATE SET
-                    run_id = EXCLUDED.run_id, scored_at = EXCLUDED.scored_at,
-                    first_order_date = EXCLUDED.first_order_date,
-                    last_order_date = EXCLUDED.last_order_date,
-                    recency_days = EXCLUDED.recency_days, frequency = EXCLUDED.frequency,
-                    repeat_purchases = EXCLUDED.repeat_purchases,
-                    monetary_total = EXCLUDED.monetary_total,
-                    monetary_avg = EXCLUDED.monetary_avg, refund_total = EXCLUDED.refund_total,
-                    r_score = EXCLUDED.r_score, f_score = EXCLUDED.f_score,
-                    m_score = EXCLUDED.m_score, rfm_code = EXCLUDED.rfm_code,
-                    segment_id = EXCLUDED.segment_id,
-                    interaction_count_recent = EXCLUDED.interaction_count_recent,
-                    inbound_share = EXCLUDED.inbound_share,
-                    campaign_response_rate = EXCLUDED.campaign_response_rate,
-                    loyalty_score = EXCLUDED.loyalty_score, tier_id = EXCLUDED.tier_id,
-                    p_alive = EXCLUDED.p_alive, churn_risk = EXCLUDED.churn_risk,
-                    expected_purchases_30 = EXCLUDED.expected_purchases_30,
-                    expected_purchases_90 = EXCLUDED.expected_purchases_90,
-                    expected_purchases_365 = EXCLUDED.expected_purchases_365,
-                    expected_order_value = EXCLUDED.expected_order_value,
-                    clv = EXCLUDED.clv, write_uid = EXCLUDED.write_uid,
-                    write_date = EXCLUDED.write_date
+                 WHERE c.partner_id = s.partner_id AND c.company_id = s.company_id
                 """,
-                ref=self.reference_date,
+                columns=columns,
+                expressions=expressions,
+                staged=staged,
+            )
+        )
+        cr.execute(
+            SQL(
+                """
+                INSERT INTO ecrm_customer_score (
+                    partner_id, company_id, create_uid, create_date, %(columns)s)
+                SELECT s.partner_id, s.company_id, %(uid)s, now() AT TIME ZONE 'UTC',
+                       %(expressions)s
+                  FROM %(staged)s s
+                 WHERE NOT EXISTS (SELECT FROM ecrm_customer_score c
+                                    WHERE c.partner_id = s.partner_id
+                                      AND c.company_id = s.company_id)
+                """,
+                columns=columns,
+                expressions=expressions,
                 uid=self.env.uid,
-                run=self.id,
-                staged=self._staged_sql(),
+                staged=staged,
             )
         )
         if self.run_type == "full":
             # Customers without counted orders any more lose their score.
             cr.execute(
                 SQL(
-                    """DELETE FROM ecrm_customer_score
-                        WHERE company_id = %s AND run_id IS DISTINCT FROM %s""",
+                    """DELETE FROM ecrm_customer_score c
+                        WHERE c.company_id = %s
+                          AND NOT EXISTS (SELECT FROM ecrm_score_stage st
+                                           WHERE st.run_id = %s AND st.partner_id = c.partner_id)
+                    """,
                     self.company_id.id,
                     self.id,
                 )
