@@ -372,6 +372,12 @@ class EcrmScoreRun(models.Model):
         # Memory to aggregate without spilling; JIT compiling costs more than it saves here.
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
         cr.execute(SQL("SET LOCAL jit = off"))
+        if self.run_type != "incremental":
+            # All of the company's orders are read: the planner likes to read them in
+            # partner order through the partner_id index (to count distinct days without
+            # a sort), i.e. one random heap access per order: 3.4 s instead of 0.3 s for
+            # the sequential scan and 1 s for the sort, at 1,000,000 orders.
+            cr.execute(SQL("SET LOCAL enable_indexscan = off"))
         cr.execute(SQL("DELETE FROM ecrm_score_stage WHERE run_id = %s", self.id))
         cr.execute(SQL("DELETE FROM ecrm_score_prediction WHERE run_id = %s", self.id))
         cr.execute(self._get_aggregate_query(settings["states"], partner_filter))
@@ -391,21 +397,19 @@ class EcrmScoreRun(models.Model):
         ref_day = self._reference_day()
         return SQL(
             """
-            WITH orders AS (
-                SELECT o.partner_id,
-                       (o.date_order AT TIME ZONE 'UTC' AT TIME ZONE %(tz)s)::date AS day,
-                       o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1) AS amount
-                  FROM sale_order o
-                 WHERE o.company_id = %(company)s
-                   AND o.state IN %(states)s
-                   AND o.date_order <= %(ref)s
-                   AND %(partner_filter)s
-            ), per_partner AS (
+            WITH per_partner AS (
                 -- Aggregated per ordering partner first (no join on millions of orders)...
-                SELECT partner_id, count(*) AS frequency, count(DISTINCT day) AS days,
-                       min(day) AS first_day, max(day) AS last_day, sum(amount) AS order_total
-                  FROM orders
-              GROUP BY partner_id
+                -- (the day of the first and last order: local days follow UTC times' order)
+                SELECT o.partner_id, count(*) AS frequency, count(DISTINCT %(day)s) AS days,
+                       (min(o.date_order) AT TIME ZONE 'UTC' AT TIME ZONE %(tz)s)::date
+                           AS first_day,
+                       (max(o.date_order) AT TIME ZONE 'UTC' AT TIME ZONE %(tz)s)::date
+                           AS last_day,
+                       sum(o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1))
+                           AS order_total
+                  FROM sale_order o
+                 WHERE %(counted)s
+              GROUP BY o.partner_id
             ), rolled AS (
                 -- ...then rolled up to the customer company.
                 SELECT p.commercial_partner_id AS partner_id, sum(pp.frequency) AS frequency,
@@ -416,11 +420,14 @@ class EcrmScoreRun(models.Model):
                   JOIN res_partner p ON p.id = pp.partner_id
               GROUP BY p.commercial_partner_id
             ), shared_days AS (
-                -- Several contacts of one company may buy the same day: count it once.
-                SELECT p.commercial_partner_id AS partner_id, count(DISTINCT o.day) AS days
-                  FROM orders o
+                -- Several contacts of one company may buy the same day: count it once. The
+                -- orders are read again for these few companies only (the orders are not
+                -- kept between the two: materializing a million rows costs more).
+                SELECT p.commercial_partner_id AS partner_id, count(DISTINCT %(day)s) AS days
+                  FROM sale_order o
                   JOIN res_partner p ON p.id = o.partner_id
-                 WHERE p.commercial_partner_id IN (SELECT partner_id FROM rolled WHERE buyers > 1)
+                 WHERE %(counted)s
+                   AND p.commercial_partner_id IN (SELECT partner_id FROM rolled WHERE buyers > 1)
               GROUP BY p.commercial_partner_id
             ), customers AS (
                 SELECT r.partner_id, r.frequency, COALESCE(s.days, r.days) - 1 AS x,
@@ -466,11 +473,17 @@ class EcrmScoreRun(models.Model):
          LEFT JOIN engagement e ON e.partner_id = c.partner_id
             """,
             tz=self._company_tz(),
+            day=SQL("(o.date_order AT TIME ZONE 'UTC' AT TIME ZONE %s)::date", self._company_tz()),
+            counted=SQL(
+                "o.company_id = %s AND o.state IN %s AND o.date_order <= %s AND %s",
+                self.company_id.id,
+                states,
+                self.reference_date,
+                partner_filter,
+            ),
             company=self.company_id.id,
-            states=states,
             ref=self.reference_date,
             ref_day=ref_day,
-            partner_filter=partner_filter,
             run=self.id,
         )
 
