@@ -10,7 +10,8 @@ Usage::
 2. Floor: the bare PostgreSQL query that aggregates recency, frequency and monetary
    value per customer over ``sale_order`` with 1 GB of ``work_mem`` (best of 3).
 3. Full recompute: a full ``ecrm.score.run`` for the main company, executed step by
-   step as the scheduler does (one commit per step), timed end to end.
+   step as the scheduler does (one commit per step), timed end to end, twice: the
+   first may insert the scores, the second updates them as every nightly run does.
 4. Incremental: 1% of the customers get a new confirmed order (copied in SQL from one
    of their orders, dated now), then an incremental run is timed.
 5. Prints the figures, the ratios and the peak memory (max RSS) of this process,
@@ -89,7 +90,8 @@ def prepare(args):
 
 
 FLOOR = """
-    SELECT partner_id, now()::date - max(date_order)::date, count(*), sum(amount_untaxed)
+    SELECT partner_id, now()::date - max(date_order)::date AS recency, count(*) AS frequency,
+           sum(amount_untaxed) AS monetary
       FROM sale_order
      WHERE company_id = 1 AND state = 'sale'
   GROUP BY partner_id
@@ -102,7 +104,11 @@ def time_floor(db):
         cr.execute("SET work_mem = '1GB'")
         for _ in range(3):
             start = time.perf_counter()
-            cr.execute(f"SELECT count(*) FROM ({FLOOR}) floor")  # noqa: S608 - constant
+            # Summing each column makes PostgreSQL compute it: with count(*) alone it
+            # drops the unused aggregates and only groups (measured: 30% less time).
+            cr.execute(
+                f"SELECT count(*), sum(recency), sum(frequency), sum(monetary) FROM ({FLOOR}) f"  # noqa: S608 - constant
+            )
             cr.fetchall()
             elapsed = time.perf_counter() - start
             best = elapsed if best is None else min(best, elapsed)
@@ -120,13 +126,17 @@ def run_scoring(db, run_type, batch_size):
         env = odoo.api.Environment(cr, odoo.SUPERUSER_ID, {})
         run = env["ecrm.score.run"]._queue_run(env.ref("base.main_company"), run_type)
         cr.commit()
-        steps = 0
+        steps, by_step = 0, {}
         while run.state in ("queued", "running"):
+            step = run.step or "aggregate"
+            step_start = time.perf_counter()
             run._execute_step(batch_size=batch_size)
             cr.commit()
+            by_step[step] = by_step.get(step, 0.0) + time.perf_counter() - step_start
             steps += 1
         elapsed = time.perf_counter() - start
-        return elapsed, steps, run.customers_scored, run.model_fitted, run.message or ""
+        split = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in by_step.items())
+        return elapsed, steps, run.customers_scored, run.model_fitted, run.message or "", split
 
 
 def add_new_orders(db, share=0.01):
@@ -167,18 +177,24 @@ def main():
     print(f"\ndatabase {args.database}: {customers:,} customers, {orders:,} confirmed orders")
     floor = time_floor(args.database)
     print(f"floor: bare RFM aggregate, best of 3 (work_mem 1GB)   {floor:8.2f} s")
-    full, steps, scored, fitted, message = run_scoring(args.database, "full", args.batch_size)
-    print(
-        f"full recompute: {scored:,} customers in {steps} steps        {full:8.2f} s"
-        f"   ratio to floor {full / floor:5.2f}   model fitted: {fitted} {message}"
-    )
+    # The first full run after new data may insert scores; the nightly runs after it
+    # update them: both are timed, the second is the one compared.
+    for label in ("first", "nightly"):
+        full, steps, scored, fitted, message, split = run_scoring(
+            args.database, "full", args.batch_size
+        )
+        print(
+            f"full recompute ({label}): {scored:,} customers in {steps} steps  {full:8.2f} s"
+            f"   ratio to floor {full / floor:5.2f}   model fitted: {fitted} {message}"
+            f"\n    steps: {split}"
+        )
     added = add_new_orders(args.database)
-    incremental, steps, scored, _fitted, _message = run_scoring(
+    incremental, steps, scored, _fitted, _message, split = run_scoring(
         args.database, "incremental", args.batch_size
     )
     print(
         f"incremental after {added:,} new orders: {scored:,} customers  {incremental:8.2f} s"
-        f"   {100 * incremental / full:5.1f}% of full"
+        f"   {100 * incremental / full:5.1f}% of full\n    steps: {split}"
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (max RSS) of the Odoo process: {peak:,.0f} MiB")
