@@ -382,9 +382,12 @@ class EcrmScoreRun(models.Model):
         cr.execute(SQL("DELETE FROM ecrm_score_prediction WHERE run_id = %s", self.id))
         cr.execute(self._get_aggregate_query(settings["states"], partner_filter))
         staged = cr.rowcount
-        # The work tables' statistics are a run old (or none): without fresh ones the
-        # planner takes a run's 100,000 rows for one and joins them by nested loops.
-        cr.execute(SQL("ANALYZE ecrm_score_stage"))
+        if self.run_type != "incremental":
+            # The work tables' statistics are a run old, or of an empty table: without
+            # fresh ones the planner takes a full run's rows for one and joins them by
+            # nested loops. (Incremental runs are small: nested loops are right for them,
+            # and analyzing costs more than they do.)
+            cr.execute(SQL("ANALYZE ecrm_score_stage"))
         if self.run_type == "incremental":
             self._copy_model_from(self.base_run_id)
         else:
@@ -685,7 +688,8 @@ class EcrmScoreRun(models.Model):
         """
         cr = self.env.cr
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
-        cr.execute(SQL("ANALYZE ecrm_score_prediction"))  # see _step_aggregate
+        if self.run_type != "incremental":
+            cr.execute(SQL("ANALYZE ecrm_score_prediction"))  # see _step_aggregate
         staged = self._staged_sql()
         values = [
             ("scored_at", SQL("%s", self.reference_date)),
