@@ -42,7 +42,8 @@ class EcrmConsent(models.Model):
 
     @api.model
     def _contact_sql(self, channel, purpose=None, company=None, at=None):
-        """(FROM clause, reason expression) over res_partner p for a channel and purpose.
+        """(FROM clause, reason expression, allowed condition) over res_partner p for a
+        channel and purpose.
 
         The reason is NULL when contact is allowed, else one of SKIP_REASONS: no address,
         blacklisted in Odoo (email, SMS), opted out, no consent where the policy requires
@@ -96,7 +97,18 @@ class EcrmConsent(models.Model):
             policy=policy,
             at=at,
         )
-        return from_clause, reason
+        # The same rule as a conjunction, for the searches: the planner estimates plain
+        # conditions well and turns NOT EXISTS into an anti-join (it takes "CASE ... IS
+        # NULL" for 0.5% of the partners and then joins a million of them by nested loops).
+        allowed = SQL(
+            """(%(address)s) AND c.state IS DISTINCT FROM 'opt_out' AND NOT (%(blacklisted)s)
+               AND %(consent)s AND (c.paused_until IS NULL OR c.paused_until <= %(at)s)""",
+            address=address,
+            blacklisted=blacklisted,
+            consent=SQL("c.state = 'opt_in'") if policy == "opt_in" else SQL("TRUE"),
+            at=at,
+        )
+        return from_clause, reason, allowed
 
     @api.model
     def _check_contact(self, partner_ids, channel, purpose=None, company=None, at=None):
@@ -105,7 +117,7 @@ class EcrmConsent(models.Model):
         One query for all customers: ``{partner_id: reason}``, reason False when contact
         is allowed (see ``_contact_sql``). Every sending path calls it at send time.
         """
-        from_clause, reason = self._contact_sql(channel, purpose, company, at)
+        from_clause, reason, _allowed = self._contact_sql(channel, purpose, company, at)
         self.env.cr.execute(
             SQL(
                 "SELECT p.id, %s FROM %s WHERE p.id = ANY(%s)",
@@ -119,8 +131,8 @@ class EcrmConsent(models.Model):
     @api.model
     def _contactable_query(self, channel, purpose=None, company=None):
         """SQL selecting the ids of every partner that may be contacted now."""
-        from_clause, reason = self._contact_sql(channel, purpose, company)
-        return SQL("(SELECT p.id FROM %s WHERE %s IS NULL)", from_clause, reason)
+        from_clause, _reason, allowed = self._contact_sql(channel, purpose, company)
+        return SQL("(SELECT p.id FROM %s WHERE %s)", from_clause, allowed)
 
     @api.model
     def _get_contactable(self, partner_ids, channel, purpose=None, company=None):

@@ -302,6 +302,11 @@ class TestEcrmConsentProperty(EcrmConsentCommon):
         self.assertEqual(bool(entry), state == "opt_out")
         reason = self._reason(partner=partner)
         self.assertEqual(not reason, allowed, (policy, blacklisted, history, reason))
+        # The searches (segments) agree: they use the same rule written as a conjunction.
+        found = self.env["res.partner"].search_count(
+            [("id", "=", partner.id), ("ecrm_email_contactable", "=", True)]
+        )
+        self.assertEqual(bool(found), allowed, (policy, blacklisted, history))
         # The sending path of mailings agrees.
         mailing = self.env["mailing.mailing"].create(
             {
