@@ -127,11 +127,10 @@ class EcrmInteraction(models.Model):
         # 10 million): the columns they read are included so that they come from the
         # index alone, not from one heap page per row (measured: a bitmap heap scan of
         # 7,786 pages -> an index-only scan of ~150 index pages and 56 heap fetches).
-        # Replaces the index without them (18.0.1.0.0).
+        # Replaces the index without them (18.0.1.0.0, dropped by the 18.0.1.1.0 migration).
         self.env.cr.execute(
             SQL(
                 """
-                DROP INDEX IF EXISTS ecrm_interaction_commercial_company_date_idx;
                 CREATE INDEX IF NOT EXISTS ecrm_interaction_customer_idx
                     ON ecrm_interaction (commercial_partner_id, company_id, date DESC, id DESC)
                     INCLUDE (channel_id, direction, outcome)

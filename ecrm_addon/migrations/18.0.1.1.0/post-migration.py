@@ -9,6 +9,8 @@ def migrate(cr, version):
         "ecrm_customer_score__segment_id_index",
         "ecrm_customer_score__tier_id_index",
         "ecrm_customer_score_company_clv_idx",
+        # replaced by ecrm_interaction_customer_idx, which includes what the figures read
+        "ecrm_interaction_commercial_company_date_idx",
     ):
         cr.execute(SQL("DROP INDEX IF EXISTS %s", SQL.identifier(index)))
     cr.execute(SQL("DROP TABLE IF EXISTS ecrm_score_result"))
