@@ -47,7 +47,10 @@ def main():
     from odoo.modules.registry import Registry  # noqa: PLC0415
 
     addons = args.addons_path or f"{Path(odoo.__file__).parent / 'addons'},{REPO}"
-    odoo.tools.config.parse_config([f"--addons-path={addons}", "--log-level=warn"])
+    # The wizard's duplicate codes are handled below: not Odoo's log of the whole query.
+    odoo.tools.config.parse_config(
+        [f"--addons-path={addons}", "--log-level=warn", "--log-handler=odoo.sql_db:CRITICAL"]
+    )
     registry = Registry(args.database)
 
     def setup(env):
