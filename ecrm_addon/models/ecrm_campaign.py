@@ -255,7 +255,7 @@ class EcrmCampaign(models.Model):
 
     def _prepare_recipients(self):
         """Fill the temporary table ``ecrm_campaign_prep`` with one row per customer of the
-        segment; a stratified random holdout."""
+        segment, with their RFM segment and tier; a stratified random holdout."""
         self.ensure_one()
         self.env.flush_all()
         query = self.segment_id._search_partners()
@@ -265,19 +265,19 @@ class EcrmCampaign(models.Model):
                 """
                 CREATE TEMPORARY TABLE ecrm_campaign_prep ON COMMIT DROP AS
                 WITH targets AS (
-                    SELECT t.id AS partner_id, COALESCE(s.segment_id, 0) AS stratum
+                    SELECT t.id AS partner_id, COALESCE(s.segment_id, 0) AS stratum, s.tier_id
                       FROM (%(query)s) t
                  LEFT JOIN res_partner p ON p.id = t.id
                  LEFT JOIN ecrm_customer_score s
                         ON s.partner_id = p.commercial_partner_id AND s.company_id = %(company)s
                 ), ranked AS (
-                    SELECT partner_id, stratum,
+                    SELECT partner_id, stratum, tier_id,
                            row_number() OVER (PARTITION BY stratum
                                               ORDER BY md5(%(seed)s || partner_id::text)) AS rank,
                            count(*) OVER (PARTITION BY stratum) AS size
                       FROM targets
                 )
-                SELECT partner_id, NULLIF(stratum, 0) AS stratum_id,
+                SELECT partner_id, NULLIF(stratum, 0) AS stratum_id, tier_id,
                        (CASE WHEN rank <= round(size * %(share)s) THEN 'holdout'
                              ELSE 'target' END)::varchar AS "group",
                        (CASE WHEN rank <= round(size * %(share)s) THEN 'skipped'
@@ -424,16 +424,12 @@ class EcrmCampaign(models.Model):
                 UPDATE ecrm_campaign_prep t
                    SET program_id = COALESCE(
                            (SELECT o.program_id FROM ecrm_campaign_offer o
-                             WHERE o.campaign_id = %(campaign)s AND o.tier_id = s.tier_id
+                             WHERE o.campaign_id = %(campaign)s AND o.tier_id = t.tier_id
                           ORDER BY o.id DESC LIMIT 1), %(default)s)
-                  FROM res_partner p
-             LEFT JOIN ecrm_customer_score s
-                    ON s.partner_id = p.commercial_partner_id AND s.company_id = %(company)s
-                 WHERE t.state = 'planned' AND p.id = t.partner_id
+                 WHERE t.state = 'planned'
                 """,
                 campaign=self.id,
                 default=self.coupon_program_id.id or None,
-                company=self.company_id.id,
             )
         )
         for _attempt in range(MAX_CODE_ATTEMPTS):
