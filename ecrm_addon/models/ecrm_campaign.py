@@ -1,7 +1,7 @@
 import json
 import math
+import secrets
 from datetime import timedelta
-from uuid import uuid4
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
@@ -13,6 +13,8 @@ GOALS = [
     ("reactivation", "A reactivation"),
 ]
 Z_95 = 1.959964
+# Draws of coupon codes before giving up (a draw collides with odds of about 1e-5).
+MAX_CODE_ATTEMPTS = 5
 
 
 class EcrmCampaign(models.Model):
@@ -230,7 +232,13 @@ class EcrmCampaign(models.Model):
     # ------------------------------------------------------------
 
     def action_prepare(self):
-        """Choose recipients, holdout, channel and offer of every customer, set-based."""
+        """Choose recipients, holdout, channel and offer of every customer, set-based.
+
+        The steps work on a temporary table of the targets (no foreign keys to check, no
+        WAL, statistics of its own), and the recipients are inserted once at the end: each
+        UPDATE of rows inserted in the same transaction re-checks every foreign key of every
+        row, which cost more than the steps themselves.
+        """
         for campaign in self:
             if campaign.state != "draft":
                 raise UserError(self.env._("Only draft campaigns are prepared."))
@@ -240,55 +248,54 @@ class EcrmCampaign(models.Model):
             campaign._apply_contact_pressure()
             campaign._choose_channels()
             campaign._generate_coupons()
+            campaign._insert_recipients()
             campaign._log_skips()
             campaign.state = "prepared"
         return True
 
     def _prepare_recipients(self):
-        """Insert one recipient per customer of the segment; a stratified random holdout."""
+        """Fill the temporary table ``ecrm_campaign_prep`` with one row per customer of the
+        segment, with their RFM segment and tier; a stratified random holdout."""
         self.ensure_one()
-        Recipient = self.env["ecrm.campaign.recipient"]
-        Recipient.flush_model()
         self.env.flush_all()
         query = self.segment_id._search_partners()
-        self.env.cr.execute(
-            SQL("DELETE FROM ecrm_campaign_recipient WHERE campaign_id = %s", self.id)
-        )
+        self.env.cr.execute(SQL("DROP TABLE IF EXISTS ecrm_campaign_prep"))
         self.env.cr.execute(
             SQL(
                 """
+                CREATE TEMPORARY TABLE ecrm_campaign_prep ON COMMIT DROP AS
                 WITH targets AS (
-                    SELECT t.id AS partner_id, COALESCE(s.segment_id, 0) AS stratum
+                    SELECT t.id AS partner_id, COALESCE(s.segment_id, 0) AS stratum, s.tier_id
                       FROM (%(query)s) t
                  LEFT JOIN res_partner p ON p.id = t.id
                  LEFT JOIN ecrm_customer_score s
                         ON s.partner_id = p.commercial_partner_id AND s.company_id = %(company)s
                 ), ranked AS (
-                    SELECT partner_id, stratum,
+                    SELECT partner_id, stratum, tier_id,
                            row_number() OVER (PARTITION BY stratum
                                               ORDER BY md5(%(seed)s || partner_id::text)) AS rank,
                            count(*) OVER (PARTITION BY stratum) AS size
                       FROM targets
                 )
-                INSERT INTO ecrm_campaign_recipient (
-                    campaign_id, partner_id, company_id, stratum_id, "group", state, skip_reason,
-                    create_uid, create_date, write_uid, write_date)
-                SELECT %(campaign)s, partner_id, %(company)s, NULLIF(stratum, 0),
-                       CASE WHEN rank <= round(size * %(share)s) THEN 'holdout' ELSE 'target' END,
-                       CASE WHEN rank <= round(size * %(share)s) THEN 'skipped' ELSE 'planned' END,
-                       CASE WHEN rank <= round(size * %(share)s) THEN 'holdout' END,
-                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                SELECT partner_id, NULLIF(stratum, 0) AS stratum_id, tier_id,
+                       (CASE WHEN rank <= round(size * %(share)s) THEN 'holdout'
+                             ELSE 'target' END)::varchar AS "group",
+                       (CASE WHEN rank <= round(size * %(share)s) THEN 'skipped'
+                             ELSE 'planned' END)::varchar AS state,
+                       (CASE WHEN rank <= round(size * %(share)s) THEN 'holdout'
+                             END)::varchar AS skip_reason,
+                       NULL::int AS channel_id, NULL::int AS program_id,
+                       NULL::varchar AS code, NULL::int AS coupon_id
                   FROM ranked
                 """,
                 query=query.select("res_partner.id"),
                 company=self.company_id.id,
                 seed=f"ecrm-{self.id}-",
-                campaign=self.id,
                 share=max(0.0, min(self.holdout_percent, 100.0)) / 100.0,
-                uid=self.env.uid,
             )
         )
-        Recipient.invalidate_model()
+        # Statistics for correct planning of the next steps (as account's currency table).
+        self.env.cr.execute(SQL("ANALYZE ecrm_campaign_prep"))
 
     def _apply_contact_pressure(self):
         """Skip customers who already got the company's maximum of marketing touches."""
@@ -300,7 +307,7 @@ class EcrmCampaign(models.Model):
         self.env.cr.execute(
             SQL(
                 """
-                UPDATE ecrm_campaign_recipient r
+                UPDATE ecrm_campaign_prep r
                    SET state = 'skipped', skip_reason = 'capped'
                   FROM (SELECT partner_id, count(*) AS touches
                           FROM ecrm_interaction
@@ -309,70 +316,104 @@ class EcrmCampaign(models.Model):
                            AND COALESCE(outcome, 'sent') <> 'skipped'
                            AND date > %(since)s
                       GROUP BY partner_id) t
-                 WHERE r.campaign_id = %(campaign)s AND r.state = 'planned'
-                   AND t.partner_id = r.partner_id AND t.touches >= %(cap)s
+                 WHERE r.state = 'planned' AND t.partner_id = r.partner_id
+                   AND t.touches >= %(cap)s
                 """,
                 company=company.id,
                 since=fields.Datetime.now() - timedelta(days=company.ecrm_pressure_days or 30),
-                campaign=self.id,
                 cap=company.ecrm_pressure_max_touches,
             )
         )
-        self.env["ecrm.campaign.recipient"].invalidate_model()
 
     def _choose_channels(self):
         """The first channel, in the marketer's order, the customer agreed to (optionally
         their preferred inbound one first); otherwise skipped with the first channel's
-        reason."""
+        reason. One UPDATE, with the reasons of ``ecrm.consent._check_contact``."""
         self.ensure_one()
-        Recipient = self.env["ecrm.campaign.recipient"]
-        planned = Recipient.search_fetch(
-            [("campaign_id", "=", self.id), ("state", "=", "planned")], ["partner_id"]
-        )
-        partner_ids = planned.partner_id.ids
         channels = self.channel_line_ids.sorted("sequence").channel_id
         Consent = self.env["ecrm.consent"]
-        checks = {
-            channel: Consent._check_contact(partner_ids, channel, company=self.company_id)
-            for channel in channels
-        }
-        preferred = {}
+        aliases = [SQL.identifier(f"reason_{index}") for index in range(len(channels))]
+        joins = []
+        for channel, alias in zip(channels, aliases, strict=True):
+            from_clause, reason = Consent._contact_sql(channel, company=self.company_id)
+            joins.append(
+                SQL(
+                    """LEFT JOIN (SELECT p.id AS partner_id, %(reason)s AS reason FROM %(from)s
+                                   WHERE p.id IN (SELECT partner_id FROM ecrm_campaign_prep
+                                                   WHERE state = 'planned')) %(alias)s
+                              ON %(alias)s.partner_id = t.partner_id""",
+                    reason=reason,
+                    alias=alias,
+                    **{"from": from_clause},
+                )
+            )
+        choices = []
         if self.prefer_preferred_channel:
-            partners = self.env["res.partner"].with_company(self.company_id).browse(partner_ids)
-            preferred = {p.id: p.ecrm_preferred_channel_id for p in partners}
-        chosen, reasons = {}, {}
-        for partner_id in partner_ids:
-            favourite = preferred.get(partner_id)
-            if favourite in checks and not checks[favourite].get(partner_id):
-                chosen[partner_id] = favourite.id
-                continue
-            for channel in channels:
-                if not checks[channel].get(partner_id):
-                    chosen[partner_id] = channel.id
-                    break
-            else:
-                reasons[partner_id] = checks[channels[0]].get(partner_id) or "no_consent"
+            choices += [
+                SQL("WHEN y.preferred = %s AND y.%s IS NULL THEN %s", channel.id, alias, channel.id)
+                for channel, alias in zip(channels, aliases, strict=True)
+            ]
+        choices += [
+            SQL("WHEN y.%s IS NULL THEN %s", alias, channel.id)
+            for channel, alias in zip(channels, aliases, strict=True)
+        ]
         self.env.cr.execute(
             SQL(
                 """
-                UPDATE ecrm_campaign_recipient r
-                   SET channel_id = v.channel_id,
-                       state = CASE WHEN v.channel_id IS NULL THEN 'skipped' ELSE 'planned' END,
-                       skip_reason = v.reason
-                  FROM unnest(%(partners)s::int[], %(channels)s::int[], %(reasons)s::varchar[])
-                       AS v(partner_id, channel_id, reason)
-                 WHERE r.campaign_id = %(campaign)s AND r.partner_id = v.partner_id
+                UPDATE ecrm_campaign_prep r
+                   SET channel_id = x.channel_id,
+                       state = CASE WHEN x.channel_id IS NULL THEN 'skipped' ELSE 'planned' END,
+                       skip_reason = CASE WHEN x.channel_id IS NULL
+                                          THEN COALESCE(x.first_reason, 'no_consent') END
+                  FROM (SELECT y.partner_id, y.first_reason, CASE %(choices)s END AS channel_id
+                          FROM (SELECT t.partner_id, %(preferred)s AS preferred, %(reasons)s,
+                                       %(first)s.reason AS first_reason
+                                  FROM ecrm_campaign_prep t %(joins)s
+                                 WHERE t.state = 'planned') y) x
+                 WHERE r.partner_id = x.partner_id
                 """,
-                partners=partner_ids,
-                channels=[chosen.get(pid) for pid in partner_ids],
-                reasons=[reasons.get(pid) for pid in partner_ids],
-                campaign=self.id,
+                choices=SQL(" ").join(choices),
+                preferred=self._preferred_channel_sql(),
+                reasons=SQL(", ").join(SQL("%s.reason AS %s", alias, alias) for alias in aliases),
+                first=aliases[0],
+                joins=SQL(" ").join(joins),
             )
         )
-        Recipient.invalidate_model()
+
+    def _preferred_channel_sql(self):
+        """The preferred inbound channel of the target t in the campaign's company, as
+        ``res.partner.ecrm_preferred_channel_id`` computes it, or NULL when not used."""
+        if not self.prefer_preferred_channel:
+            return SQL("NULL::int")
+        self.env["ecrm.interaction"].flush_model(
+            ["commercial_partner_id", "company_id", "direction", "outcome", "channel_id", "date"]
+        )
+        self.env["res.partner"].flush_model(["commercial_partner_id"])
+        return SQL(
+            """(SELECT i.channel_id FROM ecrm_interaction i
+                 WHERE i.commercial_partner_id = (SELECT rp.commercial_partner_id
+                                                    FROM res_partner rp
+                                                   WHERE rp.id = t.partner_id)
+                   AND i.company_id = %s AND i.direction = 'inbound'
+                   AND i.outcome IS DISTINCT FROM 'skipped'
+              GROUP BY i.channel_id
+              ORDER BY count(*) DESC, max(i.date) DESC
+                 LIMIT 1)""",
+            self.company_id.id,
+        )
 
     def _generate_coupons(self):
-        """A unique code per contacted customer, from the tier's program or the default one."""
+        """A unique code per contacted customer, from the tier's program or the default one.
+
+        Cards are inserted in bulk, like ``loyalty.card.create`` would make them but without
+        the chatter (as ``sale_loyalty`` does with ``tracking_disable``): active, in the
+        program's company, with the points of the program's cheapest reward so that the
+        code can be used, and a history line for the points issued, as Odoo's coupon
+        wizard writes. A code is '044' and 13 hex digits (52 bits, Odoo draws 32) of a
+        keyed hash of the customer, with a random 128-bit key per draw that is never
+        stored; the rare code that collides with an existing card or a program's trigger
+        code is drawn again with a new key.
+        """
         self.ensure_one()
         if not self.coupon_program_id and not self.offer_ids:
             return
@@ -380,64 +421,120 @@ class EcrmCampaign(models.Model):
         self.env.cr.execute(
             SQL(
                 """
-                SELECT r.id, r.partner_id, s.tier_id
-                  FROM ecrm_campaign_recipient r
-                  JOIN res_partner p ON p.id = r.partner_id
-             LEFT JOIN ecrm_customer_score s
-                    ON s.partner_id = p.commercial_partner_id AND s.company_id = %s
-                 WHERE r.campaign_id = %s AND r.state = 'planned'
+                UPDATE ecrm_campaign_prep t
+                   SET program_id = COALESCE(
+                           (SELECT o.program_id FROM ecrm_campaign_offer o
+                             WHERE o.campaign_id = %(campaign)s AND o.tier_id = t.tier_id
+                          ORDER BY o.id DESC LIMIT 1), %(default)s)
+                 WHERE t.state = 'planned'
                 """,
-                self.company_id.id,
-                self.id,
+                campaign=self.id,
+                default=self.coupon_program_id.id or None,
             )
         )
-        rows = self.env.cr.fetchall()
-        by_tier = {offer.tier_id.id: offer.program_id.id for offer in self.offer_ids}
-        programs = [by_tier.get(tier) or self.coupon_program_id.id for _r, _p, tier in rows]
-        kept = [(row, program) for row, program in zip(rows, programs, strict=True) if program]
-        if not kept:
-            return
-        codes = [f"044{uuid4().hex[:13]}" for _row in kept]
+        for _attempt in range(MAX_CODE_ATTEMPTS):
+            self.env.cr.execute(
+                SQL(
+                    """
+                    UPDATE ecrm_campaign_prep
+                       SET code = '044' || left(encode(sha256(convert_to(
+                                      %s || partner_id::text, 'UTF8')), 'hex'), 13)
+                     WHERE state = 'planned' AND program_id IS NOT NULL AND coupon_id IS NULL
+                    """,
+                    secrets.token_hex(16),
+                )
+            )
+            self.env.cr.execute(self._insert_coupons_sql())
+            remaining = self.env.execute_query(
+                SQL(
+                    "SELECT count(*) FROM ecrm_campaign_prep WHERE state = 'planned' "
+                    "AND program_id IS NOT NULL AND coupon_id IS NULL"
+                )
+            )[0][0]
+            if not remaining:
+                break
+        else:
+            raise UserError(self.env._("Could not draw unique coupon codes, try again."))
+        self.env["loyalty.card"].invalidate_model()
+        self.env["loyalty.history"].invalidate_model()
+
+    def _insert_coupons_sql(self):
+        """Insert the cards of the targets still without one, unless their code collides,
+        and their history, and note them on the targets."""
+        programs = self.coupon_program_id | self.offer_ids.program_id
+        points = {
+            program.id: min(program.reward_ids.mapped("required_points"), default=1)
+            for program in programs
+        }
+        return SQL(
+            """
+            WITH cards AS (
+                INSERT INTO loyalty_card (program_id, company_id, partner_id, code, points, active,
+                                          create_uid, create_date, write_uid, write_date)
+                SELECT t.program_id, g.company_id, t.partner_id, t.code,
+                       (%(points)s::jsonb ->> t.program_id::text)::float, TRUE,
+                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                  FROM ecrm_campaign_prep t
+                  JOIN loyalty_program g ON g.id = t.program_id
+                 WHERE t.state = 'planned' AND t.coupon_id IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM loyalty_rule lr
+                                    WHERE lr.mode = 'with_code' AND lr.code = t.code)
+                ON CONFLICT (code) DO NOTHING
+             RETURNING id, partner_id, points
+            ), history AS (
+                INSERT INTO loyalty_history (card_id, description, issued, used,
+                                             create_uid, create_date, write_uid, write_date)
+                SELECT id, %(description)s, points, 0,
+                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                  FROM cards
+            )
+            UPDATE ecrm_campaign_prep t SET coupon_id = cards.id
+              FROM cards WHERE t.partner_id = cards.partner_id
+            """,
+            points=json.dumps(points),
+            uid=self.env.uid,
+            description=self.env._("Campaign: %s", self.name),
+        )
+
+    def _insert_recipients(self):
+        """The prepared targets become the campaign's recipients, in one INSERT."""
+        self.ensure_one()
+        Recipient = self.env["ecrm.campaign.recipient"]
+        Recipient.flush_model()
+        self.env.cr.execute(
+            SQL("DELETE FROM ecrm_campaign_recipient WHERE campaign_id = %s", self.id)
+        )
         self.env.cr.execute(
             SQL(
                 """
-                WITH cards AS (
-                    INSERT INTO loyalty_card (program_id, company_id, partner_id, code, points,
-                                              create_uid, create_date, write_uid, write_date)
-                    SELECT v.program_id, %(company)s, v.partner_id, v.code, 0,
-                           %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
-                      FROM unnest(%(programs)s::int[], %(partners)s::int[], %(codes)s::varchar[])
-                           AS v(program_id, partner_id, code)
-                 RETURNING id, code
-                )
-                UPDATE ecrm_campaign_recipient r
-                   SET coupon_id = cards.id
-                  FROM cards, unnest(%(recipients)s::int[], %(codes)s::varchar[]) AS v(id, code)
-                 WHERE cards.code = v.code AND r.id = v.id
+                INSERT INTO ecrm_campaign_recipient (
+                    campaign_id, partner_id, company_id, stratum_id, "group", state, skip_reason,
+                    channel_id, coupon_id, create_uid, create_date, write_uid, write_date)
+                SELECT %(campaign)s, partner_id, %(company)s, stratum_id, "group", state,
+                       skip_reason, channel_id, coupon_id,
+                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                  FROM ecrm_campaign_prep
                 """,
+                campaign=self.id,
                 company=self.company_id.id,
                 uid=self.env.uid,
-                programs=[program for _row, program in kept],
-                partners=[row[1] for row, _program in kept],
-                codes=codes,
-                recipients=[row[0] for row, _program in kept],
             )
         )
-        self.env["loyalty.card"].invalidate_model()
-        self.env["ecrm.campaign.recipient"].invalidate_model()
+        self.env.cr.execute(SQL("DROP TABLE ecrm_campaign_prep"))
+        Recipient.invalidate_model()
 
     def _log_skips(self):
         """Every skip, with its reason, is an interaction of the campaign."""
         self.ensure_one()
-        self._log_recipients([("state", "=", "skipped")], outcome="skipped")
+        self._log_recipients(SQL("r.state = 'skipped'"), outcome="skipped")
 
-    def _log_recipients(self, domain, outcome):
-        """One campaign interaction per recipient matching domain, in one INSERT."""
+    def _log_recipients(self, where, outcome):
+        """One campaign interaction per recipient r of the campaign matching the SQL
+        condition ``where``, in one INSERT ... SELECT (no self-join of the recipients, whose
+        statistics are stale right after the preparation)."""
         email = self.env["ecrm.channel"]._get_by_code("email")
         self.env["ecrm.campaign.recipient"].flush_model()
-        recipients = self.env["ecrm.campaign.recipient"]._search(
-            [("campaign_id", "=", self.id), *domain]
-        )
+        self.env["res.partner"].flush_model(["commercial_partner_id"])
         reasons = dict(self.env["ecrm.campaign.recipient"]._fields["skip_reason"].selection)
         self.env.cr.execute(
             SQL(
@@ -455,7 +552,7 @@ class EcrmCampaign(models.Model):
                        %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
                   FROM ecrm_campaign_recipient r
                   JOIN res_partner p ON p.id = r.partner_id
-                 WHERE r.id IN (%(recipients)s)
+                 WHERE r.campaign_id = %(campaign)s AND %(where)s
                 """,
                 email=email.id,
                 name=self.name,
@@ -463,7 +560,8 @@ class EcrmCampaign(models.Model):
                 outcome=outcome,
                 uid=self.env.uid,
                 utm=self.utm_campaign_id.id,
-                recipients=recipients.select("ecrm_campaign_recipient.id"),
+                campaign=self.id,
+                where=where,
             )
         )
         self.env["ecrm.interaction"].invalidate_model()
@@ -483,36 +581,64 @@ class EcrmCampaign(models.Model):
             campaign._send_calls()
             campaign._send_letters()
             # Emails and SMS are logged from their mailing traces (with opens, clicks...).
+            offline = self.env["ecrm.channel"].search([("code", "in", ("phone", "letter"))])
             campaign._log_recipients(
-                [("state", "=", "planned"), ("channel_id.code", "in", ("phone", "letter"))],
+                SQL("r.state = 'planned' AND r.channel_id = ANY(%s)", offline.ids),
                 outcome="sent",
             )
-            self.env["ecrm.campaign.recipient"].search(
-                [("campaign_id", "=", campaign.id), ("state", "=", "planned")]
-            ).write({"state": "sent", "sent_at": fields.Datetime.now()})
+            campaign._mark_sent()
             campaign.state = "sent"
         return True
 
+    def _mark_sent(self):
+        """Every planned recipient is now sent, in one UPDATE."""
+        self.env["ecrm.campaign.recipient"].flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE ecrm_campaign_recipient
+                   SET state = 'sent', sent_at = %(now)s,
+                       write_uid = %(uid)s, write_date = now() at time zone 'UTC'
+                 WHERE campaign_id = %(campaign)s AND state = 'planned'
+                """,
+                now=fields.Datetime.now(),
+                uid=self.env.uid,
+                campaign=self.id,
+            )
+        )
+        self.env["ecrm.campaign.recipient"].invalidate_model()
+
     def _recheck_consent(self):
+        """An opt-out (or any other refusal) since the preparation wins: one UPDATE per
+        channel skips the refused recipients with their reason, and the skips are logged."""
         Recipient = self.env["ecrm.campaign.recipient"]
+        Recipient.flush_model()
+        refused_ids = []
         for channel in self.channel_line_ids.channel_id:
-            planned = Recipient.search(
-                [
-                    ("campaign_id", "=", self.id),
-                    ("state", "=", "planned"),
-                    ("channel_id", "=", channel.id),
-                ]
+            from_clause, reason = self.env["ecrm.consent"]._contact_sql(
+                channel, company=self.company_id
             )
-            checks = self.env["ecrm.consent"]._check_contact(
-                planned.partner_id.ids, channel, company=self.company_id
+            check = SQL("(SELECT %s FROM %s WHERE p.id = r.partner_id)", reason, from_clause)
+            rows = self.env.execute_query(
+                SQL(
+                    """
+                    UPDATE ecrm_campaign_recipient r
+                       SET state = 'skipped', skip_reason = %(check)s,
+                           write_uid = %(uid)s, write_date = now() at time zone 'UTC'
+                     WHERE r.campaign_id = %(campaign)s AND r.state = 'planned'
+                       AND r.channel_id = %(channel)s AND %(check)s IS NOT NULL
+                 RETURNING r.id
+                    """,
+                    check=check,
+                    uid=self.env.uid,
+                    campaign=self.id,
+                    channel=channel.id,
+                )
             )
-            refused = planned.filtered(lambda r, checks=checks: checks.get(r.partner_id.id))
-            for reason in set(checks[r.partner_id.id] for r in refused):
-                refused.filtered(
-                    lambda r, reason=reason, checks=checks: checks[r.partner_id.id] == reason
-                ).write({"state": "skipped", "skip_reason": reason})
-            if refused:
-                self._log_recipients([("id", "in", refused.ids)], outcome="skipped")
+            refused_ids += [row[0] for row in rows]
+        Recipient.invalidate_model()
+        if refused_ids:
+            self._log_recipients(SQL("r.id = ANY(%s)", refused_ids), outcome="skipped")
 
     def _send_mailings(self):
         for code, mailing_type in (("email", "mail"), ("sms", "sms")):
@@ -576,8 +702,21 @@ class EcrmCampaign(models.Model):
                 for recipient in recipients
             ]
         )
-        for recipient, activity in zip(recipients, activities, strict=True):
-            recipient.activity_id = activity
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE ecrm_campaign_recipient r
+                   SET activity_id = v.activity_id,
+                       write_uid = %s, write_date = now() at time zone 'UTC'
+                  FROM unnest(%s::int[], %s::int[]) AS v(id, activity_id)
+                 WHERE r.id = v.id
+                """,
+                self.env.uid,
+                recipients.ids,
+                activities.ids,
+            )
+        )
+        recipients.invalidate_recordset(["activity_id", "write_uid", "write_date"])
 
     def _send_letters(self):
         """Letters are printed from the campaign (Print > Letters)."""

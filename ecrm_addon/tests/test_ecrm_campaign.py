@@ -1,5 +1,7 @@
+import hashlib
 import math
 from datetime import timedelta
+from unittest.mock import patch
 
 from odoo import Command, fields
 from odoo.exceptions import AccessError, UserError
@@ -7,6 +9,7 @@ from odoo.tests import tagged
 
 from odoo.addons.mail.tests.common import MockEmail
 
+from ..models import ecrm_campaign
 from .common import EcrmCommon
 
 
@@ -151,6 +154,56 @@ class TestEcrmCampaign(EcrmCommon, MockEmail):
         self.assertEqual(self._recipient(campaign, self.p_email).coupon_id.program_id, premium)
         self.assertEqual(self._recipient(campaign, self.p_sms).coupon_id.program_id, self.program)
         self.assertEqual(self._recipient(campaign, self.p_sms).coupon_id.partner_id, self.p_sms)
+
+    def test_coupons_like_odoo_and_drawn_again_on_collision(self):
+        """Cards made in bulk are what loyalty.card.create makes: active (found by their
+        code), in the program's company, with the points of its reward and a history
+        line; a code some card already holds is drawn again."""
+        self.program.reward_ids.required_points = 2
+        campaign = self._campaign(coupon_program_id=self.program.id)
+        key = "k" * 32  # the first draw gives Emma a code that a card already holds
+        digest = hashlib.sha256(f"{key}{self.p_email.id}".encode()).hexdigest()
+        taken = self.env["loyalty.card"].create(
+            {"program_id": self.program.id, "code": f"044{digest[:13]}"}
+        )
+        with patch.object(ecrm_campaign.secrets, "token_hex", side_effect=[key, "j" * 32]):
+            campaign.action_prepare()
+        cards = campaign.recipient_ids.coupon_id
+        self.assertEqual(len(cards), 4)
+        self.assertEqual(
+            self.env["loyalty.card"].search([("code", "in", cards.mapped("code"))]), cards
+        )
+        self.assertNotIn(taken, cards)
+        self.assertEqual(self._recipient(campaign, self.p_email).coupon_id.partner_id, self.p_email)
+        for card in cards:
+            self.assertRegex(card.code, r"^044[0-9a-f]{13}$")
+            self.assertEqual((card.points, card.company_id), (2, self.company_a))
+            self.assertEqual(card.history_ids.issued, 2)
+            self.assertIn("Spring", card.history_ids.description)
+
+    def test_queries_do_not_grow_with_recipients(self):
+        crowd = self.env["res.partner"].create(
+            [{"name": f"C{i}", "email": f"c{i}@example.com"} for i in range(40)]
+        )
+        counts = []
+        for name, partners in (
+            ("Warm-up", self.everyone),
+            ("Small", self.everyone),
+            ("Large", self.everyone | crowd),
+        ):
+            self.segment.domain = repr([("id", "in", partners.ids)])
+            campaign = self._campaign(name=name, coupon_program_id=self.program.id)
+            self.env.flush_all()
+            self.env.invalidate_all()
+            before = self.cr.sql_log_count
+            with self.mock_mail_gateway(mail_unlink_sent=False):
+                campaign.action_prepare()
+                campaign.action_send()
+                self.env.flush_all()
+            counts.append(self.cr.sql_log_count - before)
+            self.assertEqual(len(campaign.recipient_ids), len(partners))
+        # 40 more recipients, at most a cache miss more: no query per recipient.
+        self.assertAlmostEqual(counts[2], counts[1], delta=3)
 
     def test_contact_pressure_cap(self):
         self.company_a.ecrm_pressure_max_touches = 1
