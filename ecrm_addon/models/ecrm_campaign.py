@@ -335,7 +335,7 @@ class EcrmCampaign(models.Model):
         aliases = [SQL.identifier(f"reason_{index}") for index in range(len(channels))]
         joins = []
         for channel, alias in zip(channels, aliases, strict=True):
-            from_clause, reason = Consent._contact_sql(channel, company=self.company_id)
+            from_clause, reason, _allowed = Consent._contact_sql(channel, company=self.company_id)
             joins.append(
                 SQL(
                     """LEFT JOIN (SELECT p.id AS partner_id, %(reason)s AS reason FROM %(from)s
@@ -615,7 +615,7 @@ class EcrmCampaign(models.Model):
         Recipient.flush_model()
         refused_ids = []
         for channel in self.channel_line_ids.channel_id:
-            from_clause, reason = self.env["ecrm.consent"]._contact_sql(
+            from_clause, reason, _allowed = self.env["ecrm.consent"]._contact_sql(
                 channel, company=self.company_id
             )
             check = SQL("(SELECT %s FROM %s WHERE p.id = r.partner_id)", reason, from_clause)
