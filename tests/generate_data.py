@@ -68,14 +68,37 @@ How rows are written:
   (``--chunk-size`` orders; binary COPY built from numpy arrays) into temporary
   staging tables, then runs ``INSERT ... SELECT`` into ``res_partner`` (the
   customers of the chunk not inserted yet), ``sale_order`` and
-  ``sale_order_line``.  Indexes, constraints and triggers stay in place; their
-  foreign key triggers (9 checks per order and per line) are most of the cost.
-  Two INSERTs into the same table barely run faster than one (the GIN trigram
-  index on ``sale_order.name`` serialises them completely), two INSERTs into
-  different tables run side by side at full speed: so a worker inserts into
-  whichever table no other worker is using (lines first; only lines are shared
-  when nothing else is free), and staging is multi-buffered so that it can
-  insert the orders of its next chunks while the other worker inserts lines.
+  ``sale_order_line``.
+* Foreign keys.  When the role may (superuser), the workers load with
+  ``SET LOCAL session_replication_role = replica``: PostgreSQL then skips the
+  per-row foreign key triggers (9 lookups per order and per line, most of the
+  cost otherwise).  Before committing, each worker checks every foreign key of
+  the three tables (all of them, read from ``pg_constraint``) on its new rows
+  (``id`` above the maximum before the load: its transaction sees only its own
+  new rows, which reference committed rows and its own) with one anti-join
+  query per table, and the whole load rolls back if any row is orphaned.
+  Replica mode would also skip ordinary triggers, so it is refused when the
+  target tables have any trigger besides the internal foreign key ones; without
+  the privilege, or with ``--keep-fk-triggers``, the triggers stay on.
+* Indexes.  When the load adds more than 30% to a table's rows, its secondary
+  indexes that every row feeds (not unique, not backing a constraint, not a
+  partial B-tree; e.g. the GIN trigram index on ``sale_order.name``) are
+  dropped before the load and rebuilt from their saved ``pg_get_indexdef``
+  afterwards (``maintenance_work_mem`` 1 GB, the indexes spread over
+  ``--workers`` sessions): a bulk build costs far less than maintaining the
+  index row by row.  The loaders' transactions cannot share a DDL lock, so the
+  drop is committed first and the rebuild runs in a ``finally`` block, after
+  the load committed or rolled back, also on Ctrl-C and SIGTERM.  Unique and
+  constraint indexes are never dropped.  The definitions are also written to a
+  temporary ``.sql`` file (removed once rebuilt), to recreate them by hand if
+  the process is killed in between.  ``--keep-indexes`` keeps every index.
+* Parallelism.  Two INSERTs into the same table barely run faster than one (the
+  GIN trigram index on ``sale_order.name``, when kept, serialises them
+  completely), two INSERTs into different tables run side by side at full
+  speed: so a worker inserts into whichever table no other worker is using
+  (lines first; only lines are shared when nothing else is free), and staging
+  is multi-buffered so that it can insert the orders of its next chunks while
+  the other worker inserts lines.
   Ids come from the tables' own id sequences (``nextval`` as the column default
   would do), so no ``setval`` is needed.  The workers commit together at the
   end; on error all roll back.  Memory is bounded by the customer arrays (~100
@@ -96,9 +119,12 @@ import argparse
 import contextlib
 import io
 import math
+import os
 import queue
 import resource
+import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -114,6 +140,7 @@ try:
     from odoo.tools import SQL, config
 except ImportError as _exc:  # pragma: no cover - environment problem
     sys.exit(f"error: cannot import odoo ({_exc}); run this with the Python that has Odoo 18")
+from psycopg2 import errors as pg_errors
 from psycopg2.extras import Json
 
 PG_EPOCH = 946684800  # 2000-01-01T00:00:00Z, origin of PostgreSQL binary timestamps
@@ -127,6 +154,7 @@ SECOND_COMPANY_SHARE = 0.3  # share of a shared customer's orders in its second 
 QTY_EXTRA = 0.4  # line quantity is 1 + Poisson(QTY_EXTRA)
 CALIBRATION_ATTEMPTS = 12
 LOAD_PHASE = "load partners + orders + lines (parallel)"
+BULK_SHARE = 0.3  # rebuild a table's secondary indexes when the load adds more rows than this
 
 FIRST_NAMES = (
     "Emma",
@@ -373,6 +401,18 @@ def parse_args(argv=None):
         type=int,
         default=50_000,
         help="orders per COPY/INSERT chunk",
+    )
+    parser.add_argument(
+        "--keep-indexes",
+        action="store_true",
+        help="maintain every index row by row instead of rebuilding the secondary indexes of "
+        "the tables that the load makes much bigger",
+    )
+    parser.add_argument(
+        "--keep-fk-triggers",
+        action="store_true",
+        help="keep PostgreSQL's per-row foreign key triggers (default: skip them when "
+        "superuser and check every foreign key set-based before commit)",
     )
     parser.add_argument("--sample", type=int, default=200, help="orders checked with the ORM")
     parser.add_argument("--r", type=float, default=0.75, help="BG/NBD r (rate shape)")
@@ -1405,6 +1445,233 @@ SESSION_SETTINGS = (
 )
 
 
+TARGET_TABLES = ("res_partner", "sale_order", "sale_order_line")
+
+
+@dataclass
+class LoadPlan:
+    """How the loaders write: with or without the per-row foreign key triggers."""
+
+    replica: bool  # session_replication_role = replica: RI triggers skipped, checked after
+    reason: str  # why (not) replica, for the report
+    foreign_keys: dict  # table -> [(conname, [cols], ref table, [ref cols], match type)]
+    floors: dict  # table -> max(id) before the load: the loaded rows have greater ids
+
+
+def foreign_keys(cr):
+    """The foreign key constraints of the target tables, from pg_constraint."""
+    cr.execute(
+        SQL(
+            """SELECT c.conrelid::regclass::text, c.conname, rn.nspname, r.relname,
+                      c.confmatchtype,
+                      ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n
+                             ORDER BY k.i),
+                      ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                              JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n
+                             ORDER BY k.i)
+                 FROM pg_constraint c
+                 JOIN pg_class r ON r.oid = c.confrelid
+                 JOIN pg_namespace rn ON rn.oid = r.relnamespace
+                WHERE c.contype = 'f' AND c.conrelid = ANY(%s::regclass[])
+                ORDER BY c.conrelid, c.conname""",
+            list(TARGET_TABLES),
+        )
+    )
+    fks = {table: [] for table in TARGET_TABLES}
+    for table, conname, ref_nsp, ref_rel, match, cols, ref_cols in cr.fetchall():
+        fks[table].append((conname, list(cols), (ref_nsp, ref_rel), list(ref_cols), match))
+    return fks
+
+
+def user_triggers(cr):
+    """Triggers of the target tables other than the internal foreign key ones."""
+    cr.execute(
+        SQL(
+            """SELECT tgrelid::regclass::text || '.' || tgname::text
+                      || ' (enabled ' || tgenabled::text || ')'
+                 FROM pg_trigger WHERE tgrelid = ANY(%s::regclass[]) AND NOT tgisinternal
+                ORDER BY 1""",
+            list(TARGET_TABLES),
+        )
+    )
+    return [row[0] for row in cr.fetchall()]
+
+
+def load_plan(dbname, keep_triggers=False):
+    """Decide whether the loaders run with ``session_replication_role = replica``.
+
+    In replica mode PostgreSQL skips the per-row foreign key triggers (and every
+    ordinary trigger); the loaders then check every foreign key of the loaded rows
+    set-based before committing.  It needs a superuser (or the SET privilege on the
+    parameter) and no user trigger on the target tables (their effect would be lost).
+    """
+    with contextlib.closing(open_cursor(dbname)) as cr:
+        fks = foreign_keys(cr)
+        triggers = user_triggers(cr)
+        floors = {}
+        for table in TARGET_TABLES:
+            cr.execute(SQL("SELECT coalesce(max(id), 0) FROM %s", SQL.identifier(table)))
+            floors[table] = cr.fetchone()[0]
+        if keep_triggers:
+            replica, reason = False, "--keep-fk-triggers"
+        elif triggers:
+            replica = False
+            reason = "user triggers on the target tables would be skipped: " + ", ".join(triggers)
+        else:
+            try:
+                cr.execute("SET LOCAL session_replication_role = replica", log_exceptions=False)
+                replica, reason = True, "superuser: per-row FK triggers off, FKs checked after"
+            except pg_errors.InsufficientPrivilege:
+                replica, reason = False, "not superuser: per-row FK triggers kept"
+        cr.rollback()
+    return LoadPlan(replica, reason, fks, floors)
+
+
+@dataclass
+class SavedIndex:
+    """A secondary index dropped for the load, to be rebuilt afterwards."""
+
+    table: str
+    name: str  # as regclass text, usable in DROP INDEX
+    definition: str  # pg_get_indexdef
+    method: str
+
+
+def bulk_tables(cr, args):
+    """The target tables to which the load adds more than BULK_SHARE of their rows."""
+    added = {
+        "res_partner": args.customers,
+        "sale_order": args.orders,
+        "sale_order_line": args.orders * args.lines_per_order,
+    }
+    tables = []
+    for table in TARGET_TABLES:
+        cr.execute(SQL("SELECT count(*) FROM %s", SQL.identifier(table)))
+        if added[table] > BULK_SHARE * cr.fetchone()[0]:
+            tables.append(table)
+    return tables
+
+
+def secondary_indexes(cr, tables):
+    """Indexes of ``tables`` that no constraint needs (not unique, not used by a
+    constraint) and that every loaded row feeds: not partial, or GIN (a GIN index has
+    an entry even for NULL keys).  Partial B-trees (``WHERE x IS NOT NULL``) stay."""
+    cr.execute(
+        SQL(
+            """SELECT i.indrelid::regclass::text, i.indexrelid::regclass::text,
+                      pg_get_indexdef(i.indexrelid), am.amname
+                 FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indexrelid
+                 JOIN pg_am am ON am.oid = c.relam
+                WHERE i.indrelid = ANY(%s::regclass[])
+                  AND NOT i.indisunique AND NOT i.indisprimary AND NOT i.indisexclusion
+                  AND i.indisvalid AND i.indisready
+                  AND (i.indpred IS NULL OR am.amname = 'gin')
+                  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+                ORDER BY am.amname = 'gin' DESC, pg_relation_size(i.indrelid) DESC,
+                         i.indexrelid""",
+            tables,
+        )
+    )
+    return [SavedIndex(*row) for row in cr.fetchall()]
+
+
+def drop_indexes(dbname, args):
+    """Drop (committed) the secondary indexes of the tables that the load makes much
+    bigger; return them.  Their definitions are first written to a file, in case the
+    process dies before :func:`rebuild_indexes` runs."""
+    with contextlib.closing(open_cursor(dbname)) as cr:
+        tables = bulk_tables(cr, args)
+        if not tables:
+            return [], None
+        saved = secondary_indexes(cr, tables)
+        if not saved:
+            return [], None
+        fd, path = tempfile.mkstemp(prefix=f"ecrm_gen_{dbname}_indexes_", suffix=".sql")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(
+                f"-- secondary indexes dropped by generate_data.py in {dbname}; "
+                "if the script died, recreate them with psql -f\n"
+            )
+            out.writelines(f"{index.definition};\n" for index in saved)
+        cr.execute("SET LOCAL lock_timeout = '30s'")
+        for index in saved:
+            cr.execute(SQL("DROP INDEX %s", SQL(index.name)))
+        cr.commit()
+    return saved, path
+
+
+def rebuild_indexes(dbname, saved, connections):
+    """Recreate the dropped indexes, spread over ``connections`` parallel sessions (each
+    CREATE INDEX is atomic); raise if one could not be created."""
+    todo = queue.Queue()
+    for index in saved:  # GIN and the biggest tables first
+        todo.put(index)
+    failures = []
+
+    def build():
+        with contextlib.closing(open_cursor(dbname)) as cr:
+            cr.execute("SET maintenance_work_mem = '1GB'")
+            cr.execute("SET max_parallel_maintenance_workers = 0")
+            cr.commit()
+            while True:
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    cr.execute(SQL(index.definition))
+                    cr.commit()
+                except Exception as exc:
+                    cr.rollback()
+                    failures.append(f"{index.definition}: {exc}")
+
+    threads = [threading.Thread(target=build) for _ in range(max(1, connections))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise GenerationError("could not recreate indexes:\n" + "\n".join(failures))
+
+
+def fk_check_statement(table, fks, floor):
+    """One query counting, per foreign key of ``table``, the rows with id > ``floor``
+    whose referenced row does not exist (anti-joins, one scan of the table)."""
+    joins, counts = [], []
+    for i, (_conname, cols, ref, ref_cols, match) in enumerate(fks):
+        alias = f"p{i}"
+        joins.append(
+            SQL(
+                "LEFT JOIN %s %s ON %s",
+                SQL.identifier(*ref),
+                SQL.identifier(alias),
+                SQL(" AND ").join(
+                    SQL("%s = %s", SQL.identifier(alias, rc), SQL.identifier("c", col))
+                    for col, rc in zip(cols, ref_cols, strict=True)
+                ),
+            )
+        )
+        present = SQL(" AND ").join(SQL("%s IS NOT NULL", SQL.identifier("c", c)) for c in cols)
+        orphan = SQL("(%s AND %s IS NULL)", present, SQL.identifier(alias, ref_cols[0]))
+        if match == "f" and len(cols) > 1:  # MATCH FULL: partly NULL keys are violations too
+            orphan = SQL(
+                "(%s OR (NOT (%s) AND num_nonnulls(%s) > 0))",
+                orphan,
+                present,
+                SQL(", ").join(SQL.identifier("c", c) for c in cols),
+            )
+        counts.append(SQL("count(*) FILTER (WHERE %s)", orphan))
+    return SQL(
+        "SELECT count(*), %s FROM %s c %s WHERE c.id > %s",
+        SQL(", ").join(counts),
+        SQL.identifier(table),
+        SQL(" ").join(joins),
+        floor,
+    )
+
+
 def insert_select(table, columns, variable, source):
     """``INSERT INTO table (all columns but id unless variable) SELECT ...``: variable
     columns get their SQL expression, the others the ORM probe's value (alias ``pr``)."""
@@ -1621,6 +1888,7 @@ class LoaderShared:
     """State shared by the loader threads."""
 
     statements: dict  # "partners" and ("orders" | "lines", slot) -> SQL
+    plan: LoadPlan
     partner_ids: np.ndarray  # customer index -> res.partner id (each worker fills its shard)
     abort: threading.Event
     gate: TableGate
@@ -1668,6 +1936,7 @@ class Loader(threading.Thread):
         self.seconds = {}
         self.counts = {"partners": 0, "orders": 0, "lines": 0}
         self.order_id_ranges = []
+        self.fk_checked = {}
 
     def run(self):
         """Work until the ``None`` sentinel; on error, flag the abort and drain the queue."""
@@ -1677,8 +1946,14 @@ class Loader(threading.Thread):
             self.backend_pid = self.cr.fetchone()[0]
             for statement in SESSION_SETTINGS + STAGING_DDL:
                 self.cr.execute(statement)
+            if self.shared.plan.replica:
+                self.cr.execute("SET LOCAL session_replication_role = replica")
             while self._refill():
                 self._advance()
+            if self.shared.plan.replica:
+                t0 = time.perf_counter()
+                self._check_foreign_keys()
+                self._add_time("FK check", time.perf_counter() - t0)
         except Exception:
             self.error = traceback.format_exc()
             self.abort.set()
@@ -1748,6 +2023,23 @@ class Loader(threading.Thread):
 
     def _add_time(self, label, seconds):
         self.seconds[label] = self.seconds.get(label, 0.0) + seconds
+
+    def _check_foreign_keys(self):
+        """Check every foreign key of this worker's rows (its transaction sees only its own
+        new rows, which reference only committed rows and its own); raise on orphans."""
+        plan = self.shared.plan
+        for table in TARGET_TABLES:
+            fks = plan.foreign_keys[table]
+            if not fks:
+                continue
+            self.cr.execute(fk_check_statement(table, fks, plan.floors[table]))
+            checked, *orphans = self.cr.fetchone()
+            self.fk_checked[table] = checked
+            bad = [f"{fk[0]}: {n}" for fk, n in zip(fks, orphans, strict=True) if n]
+            if bad:
+                raise GenerationError(
+                    f"orphan rows in {table} (foreign keys violated): {', '.join(bad)}"
+                )
 
     def _step_partners(self, job):
         """COPY and INSERT the job's new partners; remember their ids."""
@@ -1854,7 +2146,7 @@ def partner_arrays(pop, idx, start_epoch, meta):
     }
 
 
-def start_loaders(args, meta):
+def start_loaders(args, meta, plan):
     """Start one loader thread per worker."""
     statements = {"partners": partner_statement(meta)}
     for slot in range(STAGE_SLOTS):
@@ -1862,7 +2154,7 @@ def start_loaders(args, meta):
         statements["lines", slot] = line_statement(meta, slot)
     abort = threading.Event()
     shared = LoaderShared(
-        statements, np.zeros(args.customers, dtype=np.int64), abort, TableGate(abort)
+        statements, plan, np.zeros(args.customers, dtype=np.int64), abort, TableGate(abort)
     )
     workers = [Loader(w, args.database, shared) for w in range(args.workers)]
     for worker in workers:
@@ -2226,7 +2518,24 @@ def print_report(args, meta, pop, tally, workers, verification, summary, phases)
         f"lines/order mean {args.lines_per_order:g}; seed {args.seed}; years {args.years:g}"
     )
     print_checks(verification, summary)
+    print_fk_checks(workers)
     print_timings(workers, tally, phases)
+
+
+def print_fk_checks(workers):
+    """Print how the foreign keys were enforced."""
+    plan = workers[0].shared.plan
+    if not plan.replica:
+        print(f"  foreign keys: enforced row by row by PostgreSQL's triggers ({plan.reason})")
+        return
+    n_fk = sum(len(fks) for fks in plan.foreign_keys.values())
+    rows = {t: sum(w.fk_checked.get(t, 0) for w in workers) for t in TARGET_TABLES}
+    print(
+        f"  foreign keys: loaded with session_replication_role = replica; all {n_fk} foreign "
+        f"keys checked set-based before commit on "
+        + ", ".join(f"{n:,} {t} rows" for t, n in rows.items())
+        + ": no orphan"
+    )
 
 
 def print_checks(verification, summary):
@@ -2297,6 +2606,8 @@ def print_timings(workers, tally, phases):
 def main(argv=None):
     """Entry point."""
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so that the dropped indexes are rebuilt
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     phases = Phases()
     now = (args.end or datetime.now(timezone.utc)).replace(tzinfo=None, microsecond=0)
     try:
@@ -2309,17 +2620,35 @@ def main(argv=None):
             pop = draw_customers(args, meta, 365.25 * args.years)
             calibrate(pop, args)
         tally = Tally(args.customers, len(meta.companies))
-        workers = start_loaders(args, meta)
-        committed = False
+        plan = load_plan(args.database, args.keep_fk_triggers)
+        print(f"load mode: {'replica' if plan.replica else 'origin'} ({plan.reason})", flush=True)
+        with phases("drop secondary indexes"):
+            dropped, restore_file = (
+                ([], None) if args.keep_indexes else drop_indexes(args.database, args)
+            )
+        if dropped:
+            print(
+                f"dropped {len(dropped)} secondary indexes, rebuilt after the load "
+                f"(definitions saved in {restore_file})",
+                flush=True,
+            )
         try:
-            with phases(LOAD_PHASE):
-                run_load(pop, args, meta, tally, workers)
-            with phases("commit"):
-                stop_loaders(workers, commit=True)
-                committed = True
+            workers = start_loaders(args, meta, plan)
+            committed = False
+            try:
+                with phases(LOAD_PHASE):
+                    run_load(pop, args, meta, tally, workers)
+                with phases("commit"):
+                    stop_loaders(workers, commit=True)
+                    committed = True
+            finally:
+                if not committed:
+                    stop_loaders(workers, commit=False)
         finally:
-            if not committed:
-                stop_loaders(workers, commit=False)
+            if dropped:
+                with phases("rebuild secondary indexes"):
+                    rebuild_indexes(args.database, dropped, args.workers)
+                os.unlink(restore_file)
         ranges = [r for w in workers for r in w.order_id_ranges]
         with phases("analyze"):
             analyze(args.database)
