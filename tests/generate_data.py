@@ -75,23 +75,26 @@ How rows are written:
   cost otherwise).  Before committing, each worker checks every foreign key of
   the three tables (all of them, read from ``pg_constraint``) on its new rows
   (``id`` above the maximum before the load: its transaction sees only its own
-  new rows, which reference committed rows and its own) with one anti-join
-  query per table, and the whole load rolls back if any row is orphaned.
-  Replica mode would also skip ordinary triggers, so it is refused when the
-  target tables have any trigger besides the internal foreign key ones; without
-  the privilege, or with ``--keep-fk-triggers``, the triggers stay on.
+  new rows, which reference committed rows and its own): one scan per table
+  finds the keys set in some new row, one query per table anti-joins those keys
+  with their referenced tables, and the whole load rolls back if any row is
+  orphaned.  Replica mode would also skip ordinary triggers, so it is refused
+  when the target tables have any trigger besides the internal foreign key
+  ones; without the privilege, or with ``--keep-fk-triggers``, the triggers
+  stay on.
 * Indexes.  When the load adds more than 30% to a table's rows, its secondary
-  indexes that every row feeds (not unique, not backing a constraint, not a
-  partial B-tree; e.g. the GIN trigram index on ``sale_order.name``) are
-  dropped before the load and rebuilt from their saved ``pg_get_indexdef``
-  afterwards (``maintenance_work_mem`` 1 GB, the indexes spread over
-  ``--workers`` sessions): a bulk build costs far less than maintaining the
-  index row by row.  The loaders' transactions cannot share a DDL lock, so the
-  drop is committed first and the rebuild runs in a ``finally`` block, after
-  the load committed or rolled back, also on Ctrl-C and SIGTERM.  Unique and
-  constraint indexes are never dropped.  The definitions are also written to a
-  temporary ``.sql`` file (removed once rebuilt), to recreate them by hand if
-  the process is killed in between.  ``--keep-indexes`` keeps every index.
+  indexes that the loaded rows feed (not unique, not backing a constraint; a
+  partial B-tree only if its predicate holds for an ORM probe row; e.g. the GIN
+  trigram index on ``sale_order.name``) are dropped before the load and rebuilt
+  from their saved ``pg_get_indexdef`` afterwards (``maintenance_work_mem`` 1
+  GB, the indexes spread over ``--workers`` sessions): a bulk build costs far
+  less than maintaining the index row by row.  The loaders' transactions cannot
+  share a DDL lock, so the drop is committed first and the rebuild runs in a
+  ``finally`` block, after the load committed or rolled back, also on Ctrl-C
+  and SIGTERM.  Unique and constraint indexes are never dropped.  The
+  definitions are also written to a temporary ``.sql`` file (removed once
+  rebuilt), to recreate them by hand if the process is killed in between.
+  ``--keep-indexes`` keeps every index.
 * Parallelism.  Two INSERTs into the same table barely run faster than one (the
   GIN trigram index on ``sale_order.name``, when kept, serialises them
   completely), two INSERTs into different tables run side by side at full
