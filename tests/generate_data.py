@@ -78,12 +78,12 @@ How rows are written:
   new rows, which reference committed rows and its own): it copies their key
   columns to a narrow temporary table and ANALYZEs it (the target tables'
   statistics date from before the load: with them the planner picked per-row
-  nested loops, 20 minutes at 10M orders), then anti-joins each key that is set
-  in some new row with its referenced table (nested loops disabled); the whole
-  load rolls back if any row is orphaned.  Replica mode would also skip ordinary triggers, so it is refused
-  when the target tables have any trigger besides the internal foreign key
-  ones; without the privilege, or with ``--keep-fk-triggers``, the triggers
-  stay on.
+  nested loops, over 10 minutes at 10M orders), then anti-joins each key that
+  is set in some new row with its referenced table (nested loops disabled); the
+  whole load rolls back if any row is orphaned.  Replica mode would also skip
+  ordinary triggers, so it is refused when the target tables have any trigger
+  besides the internal foreign key ones; without the privilege, or with
+  ``--keep-fk-triggers``, the triggers stay on.
 * Indexes.  When the load adds more than 30% to a table's rows, its secondary
   indexes that the loaded rows feed (not unique, not backing a constraint; a
   partial B-tree only if its predicate holds for an ORM probe row; e.g. the GIN
@@ -1593,7 +1593,7 @@ def secondary_indexes(cr, tables, probes):
             cr.execute(
                 SQL(
                     "SELECT bool_or(%s) FROM jsonb_populate_recordset(NULL::%s, %s) AS %s",
-                    SQL(predicate),  # noqa: SQL from the catalog (pg_get_expr)
+                    SQL(predicate),  # from the catalog (pg_get_expr), not user input
                     SQL.identifier(table),
                     Json(rows),
                     SQL.identifier(table),
