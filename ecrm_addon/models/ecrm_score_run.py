@@ -735,24 +735,25 @@ class EcrmScoreRun(models.Model):
                 staged=staged,
             )
         )
-        cr.execute(
-            SQL(
-                """
-                INSERT INTO ecrm_customer_score (
-                    partner_id, company_id, create_uid, create_date, %(columns)s)
-                SELECT s.partner_id, s.company_id, %(uid)s, now() AT TIME ZONE 'UTC',
-                       %(expressions)s
-                  FROM %(staged)s s
-                 WHERE NOT EXISTS (SELECT FROM ecrm_customer_score c
-                                    WHERE c.partner_id = s.partner_id
-                                      AND c.company_id = s.company_id)
-                """,
-                columns=columns,
-                expressions=expressions,
-                uid=self.env.uid,
-                staged=staged,
+        if cr.rowcount < self.customers_scored:  # some customers have no score yet
+            cr.execute(
+                SQL(
+                    """
+                    INSERT INTO ecrm_customer_score (
+                        partner_id, company_id, create_uid, create_date, %(columns)s)
+                    SELECT s.partner_id, s.company_id, %(uid)s, now() AT TIME ZONE 'UTC',
+                           %(expressions)s
+                      FROM %(staged)s s
+                     WHERE NOT EXISTS (SELECT FROM ecrm_customer_score c
+                                        WHERE c.partner_id = s.partner_id
+                                          AND c.company_id = s.company_id)
+                    """,
+                    columns=columns,
+                    expressions=expressions,
+                    uid=self.env.uid,
+                    staged=staged,
+                )
             )
-        )
         if self.run_type == "full":
             # Customers without counted orders any more lose their score.
             cr.execute(
