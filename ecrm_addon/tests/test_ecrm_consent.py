@@ -466,6 +466,8 @@ class TestEcrmSegment(EcrmConsentCommon):
         self.assertEqual(segment.partner_count, 5, "frozen: the list as it was")
         self.assertTrue(segment.frozen_date)
         segment.action_unfreeze()
+        self.assertFalse(segment.partner_ids, "the kept list is emptied")
+        self.assertFalse(self.tagged_partners.ecrm_frozen_segment_ids)
         self.assertEqual(segment.partner_count, 6)
         preview = segment.action_preview()
         self.assertEqual(
