@@ -1,11 +1,15 @@
 from datetime import datetime, time, timedelta
 
+import numpy as np
 import pytz
 
 from odoo import Command, fields
 from odoo.exceptions import AccessError, UserError
-from odoo.tests import tagged
+from odoo.tests import TransactionCase, tagged
+from odoo.tools import SQL
 
+from ..models.ecrm_score_math import quintile_bounds, quintile_scores
+from ..tools.pgcopy import copy_in, copy_out_float8
 from .common import EcrmCommon
 
 BRUSSELS = pytz.timezone("Europe/Brussels")
@@ -365,3 +369,57 @@ class TestEcrmScoreDemo(EcrmScoreCommon):
         self.assertFalse(
             self.Score.search([("scored_at", "=", run.reference_date)]), "backtests publish nothing"
         )
+
+
+@tagged("post_install", "-at_install", "ecrm")
+class TestEcrmScoreNumerics(TransactionCase):
+    """The numpy pieces of a run against what PostgreSQL computes itself."""
+
+    def test_quintile_bounds_follow_cume_dist(self):
+        rng = np.random.default_rng(7)
+        cases = [
+            rng.integers(0, 12, 500).astype(float),  # many ties
+            rng.gamma(2.0, 50.0, 333).round(2),
+            np.array([5.0] * 40),  # one value: every score is 5
+            np.array([1.0, 2.0, 2.0, 2.0, 9.0]),
+        ]
+        for values in cases:
+            self.env.cr.execute(
+                """SELECT score, max(value) FROM (
+                       SELECT value, ceil(5 * cume_dist() OVER (ORDER BY value)) AS score
+                         FROM unnest(%s::float8[]) value) ranked
+                   GROUP BY score""",
+                [values.tolist()],
+            )
+            by_score = dict(self.env.cr.fetchall())
+            expected, highest = [], None
+            for score in range(1, 5):
+                highest = by_score.get(score, highest)
+                expected.append(highest)
+            self.assertEqual(quintile_bounds(values), expected)
+            scores = quintile_scores(values, expected)
+            self.env.cr.execute(
+                """SELECT ceil(5 * cume_dist() OVER (ORDER BY value))::int
+                     FROM unnest(%s::float8[]) WITH ORDINALITY AS t(value, position)
+                 ORDER BY position""",
+                [values.tolist()],
+            )
+            self.assertEqual(scores.tolist(), [row[0] for row in self.env.cr.fetchall()])
+
+    def test_binary_copy_round_trip(self):
+        cr = self.env.cr
+        cr.execute("CREATE TEMP TABLE ecrm_copy_test (a int4, b float8) ON COMMIT DROP")
+        ids = np.array([1, 7, 2**31 - 1], dtype=np.int32)
+        values = np.array([0.5, -1e300, np.nan])
+        copy_in(cr, "ecrm_copy_test", [("a", "int4", ids), ("b", "float8", values)])
+        cr.execute("SELECT a, b FROM ecrm_copy_test ORDER BY a")
+        rows = cr.fetchall()
+        self.assertEqual([row[0] for row in rows], [1, 7, 2**31 - 1])
+        self.assertEqual(rows[0][1], 0.5)
+        self.assertEqual(rows[1][1], -1e300)
+        self.assertTrue(np.isnan(rows[2][1]))
+        out = copy_out_float8(cr, SQL("SELECT a::float8, b FROM ecrm_copy_test ORDER BY a"), 2)
+        self.assertEqual(out.shape, (3, 2))
+        self.assertEqual(out[:, 0].tolist(), [1.0, 7.0, 2**31 - 1])
+        with self.assertRaises(ValueError):  # a NULL is not a float8 value
+            copy_out_float8(cr, SQL("SELECT NULL::float8, 1::float8"), 2)
