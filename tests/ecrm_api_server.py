@@ -182,6 +182,12 @@ class OdooServer:
                 raise RuntimeError(f"Odoo exited with {self.process.returncode}, see {self.log}")
             try:
                 if requests.get(f"{self.url}/web/health", timeout=2).status_code == 200:
+                    # One request whose path has three parts first: Odoo then reads every
+                    # manifest (its lazy ``statics``) once. Concurrent first requests read
+                    # them at once in several threads, and CPython 3.11.7's ast.parse is not
+                    # thread-safe ("SystemError: AST constructor recursion depth mismatch",
+                    # a 500 seen under load).
+                    requests.get(f"{self.url}/web/static/warm-up", timeout=30)
                     return self
             except requests.RequestException:
                 pass
