@@ -14,7 +14,6 @@ from .ecrm_score_math import quintile_bounds, score_batch
 
 _logger = logging.getLogger(__name__)
 
-STAGE_TABLE = "ecrm_score_stage"
 PREDICTION_TABLE = "ecrm_score_prediction"
 RUN_TYPES = [
     ("full", "Full"),
@@ -46,9 +45,11 @@ class EcrmScoreRun(models.Model):
     aggregate: one SQL statement aggregates every customer's orders, credit notes and
         interactions into an unlogged stage table; full runs then fit the quintile
         bounds and the BG/NBD and Gamma-Gamma models on the company's summary.
-    predict: batches of stage rows get their scores and predictions (numpy, vectorised).
-    publish: one upsert copies the stage into ``ecrm.customer.score`` (and the monthly
-        history); until then users see the previous run's scores, whatever happens.
+    predict: batches of stage rows get their scores and predictions (numpy, vectorised,
+        read and written with binary COPY) in an unlogged prediction table.
+    publish: one transaction writes the stage and its predictions into
+        ``ecrm.customer.score`` (update, insert of new customers, delete of vanished ones)
+        and the monthly history; until then users see the previous run's scores.
 
     A killed run resumes at its step: each step can be repeated safely.
     """
