@@ -23,7 +23,7 @@ def uninstall_hook(env):
             "ecrm_consent_event, ecrm_consent"
         )
     )
-    env.cr.execute(SQL("DROP TABLE IF EXISTS ecrm_score_stage, ecrm_score_prediction"))
+    env["ecrm.score.run"]._gc_work_tables(keep_pending=False)
     for column in ECRM_PARTNER_INDEXED:
         env.cr.execute(
             SQL("DROP INDEX IF EXISTS %s", SQL.identifier(f"res_partner_ecrm_{column}_idx"))

@@ -63,15 +63,17 @@ class EcrmCustomerScore(models.Model):
     )
     tier_id = fields.Many2one("ecrm.loyalty.tier", string="Loyalty Tier")
     # Predictions (BG/NBD and Gamma-Gamma)
+    # Model outputs are stored as double precision (no ``digits``: that would make them
+    # numeric columns): the scoring writes them as numpy computes them, and converting a
+    # million float8 values to numeric at every run cost seconds. Views set the digits.
     p_alive = fields.Float(
         "Probability Active",
-        digits=(16, 4),
         help="Probability that the customer still buys (BG/NBD model).",
     )
-    churn_risk = fields.Float(digits=(16, 4), help="1 - probability active.")
-    expected_purchases_30 = fields.Float("Expected Purchases (30 days)", digits=(16, 3))
-    expected_purchases_90 = fields.Float("Expected Purchases (90 days)", digits=(16, 3))
-    expected_purchases_365 = fields.Float("Expected Purchases (365 days)", digits=(16, 3))
+    churn_risk = fields.Float(help="1 - probability active.")
+    expected_purchases_30 = fields.Float("Expected Purchases (30 days)")
+    expected_purchases_90 = fields.Float("Expected Purchases (90 days)")
+    expected_purchases_365 = fields.Float("Expected Purchases (365 days)")
     expected_order_value = fields.Monetary(help="Expected value of a future order (Gamma-Gamma).")
     clv = fields.Monetary(
         "Lifetime Value",
