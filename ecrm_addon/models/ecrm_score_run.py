@@ -97,6 +97,9 @@ class EcrmScoreRun(models.Model):
     duration = fields.Float("Duration (s)", readonly=True)
     customers_scored = fields.Integer(readonly=True)
     progress_partner_id = fields.Integer(readonly=True)
+    interaction_watermark = fields.Integer(
+        readonly=True, help="The last interaction logged when the run started aggregating."
+    )
     message = fields.Text(readonly=True)
     bounds = fields.Json(readonly=True, help="Quintile bounds of recency, frequency, monetary.")
     bgnbd_r = fields.Float("BG/NBD r", digits=(16, 6), readonly=True)
@@ -309,15 +312,24 @@ class EcrmScoreRun(models.Model):
     def _company_tz(self):
         return self.company_id.partner_id.tz or "UTC"
 
-    def _get_changed_partner_ids(self, since):
-        """Customers with orders, credit notes or interactions written since ``since``."""
+    def _get_changed_partner_ids(self, previous):
+        """Customers to rescore since the ``previous`` run started, found through indexes:
+        orders created or confirmed since (confirming sets the order date), credit notes
+        written since, interactions logged since (ids above the previous run's
+        watermark) and customers whose rescoring was requested (cancelled orders).
+
+        Other edits of older orders (an amount changed after confirmation) and later
+        changes to older interactions wait for the next full run.
+        """
         self.env.flush_all()
+        since = previous.started_at
         self.env.cr.execute(
             SQL(
                 """
                 SELECT p.commercial_partner_id
                   FROM sale_order o JOIN res_partner p ON p.id = o.partner_id
-                 WHERE o.company_id = %(company)s AND o.write_date >= %(since)s
+                 WHERE o.company_id = %(company)s AND o.state IN %(states)s
+                   AND (o.create_date >= %(since)s OR o.date_order >= %(since)s)
                  UNION
                 SELECT m.commercial_partner_id
                   FROM account_move m
@@ -326,10 +338,16 @@ class EcrmScoreRun(models.Model):
                  UNION
                 SELECT i.commercial_partner_id
                   FROM ecrm_interaction i
-                 WHERE i.company_id = %(company)s AND i.write_date >= %(since)s
+                 WHERE i.id > %(watermark)s AND i.company_id = %(company)s
+                 UNION
+                SELECT c.partner_id
+                  FROM ecrm_customer_score c
+                 WHERE c.company_id = %(company)s AND c.rescore_requested_at IS NOT NULL
                 """,
                 company=self.company_id.id,
+                states=self._settings()["states"],
                 since=since,
+                watermark=previous.interaction_watermark,
             )
         )
         return [row[0] for row in self.env.cr.fetchall() if row[0]]
@@ -349,7 +367,9 @@ class EcrmScoreRun(models.Model):
                 limit=1,
             )
             self.base_run_id = base
-            changed = self._get_changed_partner_ids(previous.started_at or base.started_at)
+            changed = self._get_changed_partner_ids(previous or base)
+        self.env.cr.execute(SQL("SELECT COALESCE(max(id), 0) FROM ecrm_interaction"))
+        self.interaction_watermark = self.env.cr.fetchone()[0]
         self.env.flush_all()
         cr = self.env.cr
         # Memory to sort a company's orders without spilling to disk (the nightly run's
@@ -660,6 +680,7 @@ class EcrmScoreRun(models.Model):
         fillfactor). Then the new customers are inserted, and a full run deletes the
         scores of customers without counted orders any more.
         """
+        self.env["ecrm.customer.score"].flush_model()
         cr = self.env.cr
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
         cr.execute(SQL("ANALYZE %s", self._work_table(WORK_TABLES[1])))
@@ -694,8 +715,17 @@ class EcrmScoreRun(models.Model):
             ("write_uid", SQL("%s", self.env.uid)),
             ("write_date", SQL("now() AT TIME ZONE 'UTC'")),
         ]
-        columns = SQL(", ").join(SQL.identifier(name) for name, _value in values)
-        expressions = SQL(", ").join(value for _name, value in values)
+        # Requests of rescoring made since the run aggregated stay for the next one.
+        updates = [
+            *values,
+            (
+                "rescore_requested_at",
+                SQL(
+                    "CASE WHEN c.rescore_requested_at > %s THEN c.rescore_requested_at END",
+                    self.started_at,
+                ),
+            ),
+        ]
         cr.execute(
             SQL(
                 """
@@ -703,11 +733,13 @@ class EcrmScoreRun(models.Model):
                   FROM %(staged)s s
                  WHERE c.partner_id = s.partner_id AND c.company_id = s.company_id
                 """,
-                columns=columns,
-                expressions=expressions,
+                columns=SQL(", ").join(SQL.identifier(name) for name, _value in updates),
+                expressions=SQL(", ").join(value for _name, value in updates),
                 staged=staged,
             )
         )
+        columns = SQL(", ").join(SQL.identifier(name) for name, _value in values)
+        expressions = SQL(", ").join(value for _name, value in values)
         if cr.rowcount < self.customers_scored:  # some customers have no score yet
             cr.execute(
                 SQL(

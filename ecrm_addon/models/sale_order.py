@@ -24,6 +24,19 @@ class SaleOrder(models.Model):
         self._ecrm_capture_confirmation()
         return result
 
+    def _action_cancel(self):
+        # Cancelled orders stop counting: incremental scoring runs find new and confirmed
+        # orders by their indexed dates, and cancellations by this request.
+        counted = self.filtered(lambda order: order.state not in ("draft", "sent", "cancel"))
+        pairs = {
+            (order.partner_id.commercial_partner_id.id, order.company_id.id) for order in counted
+        }
+        result = super()._action_cancel()
+        # sudo: the score table is written by the scoring only; a salesperson cancelling
+        # an order may not write scores, but the request must be recorded.
+        self.env["ecrm.customer.score"].sudo()._request_rescore(pairs)
+        return result
+
     def _ecrm_capture_confirmation(self):
         """Log each confirmed order as an inbound interaction, one batch for all orders."""
         orders = self.filtered(lambda order: order.company_id.ecrm_capture_order)

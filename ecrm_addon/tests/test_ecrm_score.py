@@ -266,11 +266,7 @@ class TestEcrmRfm(EcrmScoreCommon):
         # One transaction in tests: move what came before the first run back in time.
         first.started_at = self.now - timedelta(hours=1)
         self.env.flush_all()
-        earlier = [self.now - timedelta(hours=2), self.company_r.id]
-        self.env.cr.execute("UPDATE sale_order SET write_date = %s WHERE company_id = %s", earlier)
-        self.env.cr.execute(
-            "UPDATE account_move SET write_date = %s WHERE company_id = %s", earlier
-        )
+        self._move_back(hours=2)
         self._order_on(self.c2, self._at(1), 75, company=self.company_r)
         before = self._score(self.c3).write_date
         run = self._run(run_type="incremental")
@@ -279,6 +275,43 @@ class TestEcrmRfm(EcrmScoreCommon):
         score = self._score(self.c2)
         self.assertEqual((score.frequency, score.recency_days), (2, 1))
         self.assertEqual(self._score(self.c3).write_date, before)
+
+    def _move_back(self, hours):
+        """Date the company's orders and credit notes back, as if written before the run."""
+        self.env.flush_all()
+        earlier = [self.now - timedelta(hours=hours)] * 2 + [self.company_r.id]
+        self.env.cr.execute(
+            "UPDATE sale_order SET write_date = %s, create_date = %s WHERE company_id = %s",
+            earlier,
+        )
+        self.env.cr.execute(
+            "UPDATE account_move SET write_date = %s, create_date = %s WHERE company_id = %s",
+            earlier,
+        )
+
+    def test_incremental_sees_cancellations(self):
+        first = self._run()
+        first.started_at = self.now - timedelta(hours=1)
+        self._move_back(hours=2)
+        self.assertEqual(self._score(self.c1).frequency, 3)
+        oldest = self.c1.sale_order_ids.sorted("date_order")[0]
+        oldest._action_cancel()
+        self.assertTrue(self._score(self.c1).rescore_requested_at)
+        run = self._run(run_type="incremental")
+        self.assertEqual(run.customers_scored, 1)
+        score = self._score(self.c1)
+        self.assertEqual((score.frequency, score.monetary_total), (2, 300))
+        self.assertFalse(score.rescore_requested_at, "the run took the request")
+        # A request made while a run works waits for the next run.
+        score.rescore_requested_at = run.started_at
+        second = self.Run.create({"company_id": self.company_r.id, "run_type": "incremental"})
+        second._execute_step()  # aggregate: c1 is rescored
+        self.assertEqual(second.customers_scored, 1)
+        requested = second.started_at + timedelta(seconds=1)
+        score.rescore_requested_at = requested
+        second._execute_all()
+        self.assertEqual(second.state, "done")
+        self.assertEqual(score.rescore_requested_at, requested)
 
     def test_killed_run_is_invisible_then_resumes(self):
         first = self._run()
