@@ -35,7 +35,7 @@ class EcrmCustomerScore(models.Model):
         "Recency (days)", help="Days between the last purchase and the reference date."
     )
     frequency = fields.Integer(help="Number of counted orders.")
-    repeat_purchases = fields.Integer(help="Days with a purchase after the first one (BG/NBD's x).")
+    repeat_purchases = fields.Integer(help="Orders after the first one (BG/NBD's x).")
     monetary_total = fields.Monetary(
         "Monetary Value",
         help="Untaxed amount of the counted orders in the company's currency, less posted "

@@ -1,4 +1,5 @@
 import logging
+import math
 import re
 import time
 from datetime import timedelta
@@ -17,7 +18,7 @@ _logger = logging.getLogger(__name__)
 
 # Each run works in two unlogged tables of its own, named after it and dropped when the
 # run ends: created by CREATE TABLE AS, they are written without per-row index upkeep,
-# read back in customer order, and dropped instead of deleted row by row.
+# read back page by page, and dropped instead of deleted row by row.
 WORK_TABLES = ("ecrm_score_stage_", "ecrm_score_prediction_")
 WORK_MEM = re.compile(r"\d+\s*(kB|MB|GB)")
 RUN_TYPES = [
@@ -51,7 +52,7 @@ class EcrmScoreRun(models.Model):
     aggregate: one CREATE TABLE AS aggregates every customer's orders, credit notes and
         interactions into the run's unlogged stage table; full runs then fit the
         quintile bounds and the BG/NBD and Gamma-Gamma models on the company's summary.
-    predict: batches of stage rows, in customer order, get their scores and predictions
+    predict: batches of stage rows, page by page, get their scores and predictions
         (numpy, vectorised, read and written with binary COPY) in the run's unlogged
         prediction table.
     publish: one transaction writes the stage and its predictions into
@@ -96,7 +97,9 @@ class EcrmScoreRun(models.Model):
     finished_at = fields.Datetime(readonly=True)
     duration = fields.Float("Duration (s)", readonly=True)
     customers_scored = fields.Integer(readonly=True)
-    progress_partner_id = fields.Integer(readonly=True)
+    progress_block = fields.Integer(
+        readonly=True, help="The predict step's next page of the stage table."
+    )
     interaction_watermark = fields.Integer(
         readonly=True, help="The last interaction logged when the run started aggregating."
     )
@@ -372,23 +375,22 @@ class EcrmScoreRun(models.Model):
         self.interaction_watermark = self.env.cr.fetchone()[0]
         self.env.flush_all()
         cr = self.env.cr
-        # Memory to sort a company's orders without spilling to disk (the nightly run's
-        # largest cost otherwise); JIT compiling costs more than it saves here.
+        # Memory to aggregate a company's orders without spilling to disk; JIT compiling
+        # costs more than it saves here.
         cr.execute(SQL("SELECT set_config('work_mem', %s, true)", self._work_mem()))
         cr.execute(SQL("SET LOCAL jit = off"))
         if changed is None:
             # All of the company's orders are read: the planner likes to read them in
-            # partner order through the partner_id index (to count distinct days without
-            # a sort), i.e. one random heap access per order: 3.4 s instead of 0.3 s for
-            # the sequential scan and 1 s for the sort, at 1,000,000 orders.
+            # partner order through the partner_id index, i.e. one random heap access per
+            # order, much slower than the sequential scan.
             cr.execute(SQL("SET LOCAL enable_indexscan = off"))
         self._drop_work_tables()
         stage = self._work_table(WORK_TABLES[0])
         cr.execute(self._get_aggregate_query(settings["states"], changed))
         staged = cr.rowcount
         cr.execute(SQL("RESET enable_indexscan"))
-        cr.execute(SQL("CREATE UNIQUE INDEX ON %s (partner_id)", stage))
-        # Fresh statistics: the planner joins the work tables at publication.
+        # Fresh statistics: the planner joins the work tables at publication, and the
+        # predict step sizes its batches of pages with them.
         cr.execute(SQL("ANALYZE %s", stage))
         cr.execute(
             SQL(
@@ -405,7 +407,7 @@ class EcrmScoreRun(models.Model):
             self._copy_model_from(self.base_run_id)
         else:
             self._fit()
-        self.write({"step": "predict", "progress_partner_id": 0, "customers_scored": staged})
+        self.write({"step": "predict", "progress_block": 0, "customers_scored": staged})
         return staged
 
     def _work_mem(self):
@@ -421,9 +423,10 @@ class EcrmScoreRun(models.Model):
         """CREATE TABLE AS of the run's stage: one row per customer (commercial entity).
 
         ``changed``: the customers an incremental run rescores (None: every customer).
-        Orders are grouped by customer directly, so that days on which several contacts
-        of one company bought count once; the CREATE TABLE AS writes the rows without
-        index upkeep, in customer order for the batches of the predict step.
+        Repeat purchases (BG/NBD's x) are repeat orders: ``frequency - 1``. Counting
+        distinct days instead sorted every order of the company (PostgreSQL 15 has no
+        presorted DISTINCT aggregates): 2.5 times the bare RFM query at 10,000,000
+        orders, for the few customers who order twice a day.
         """
         ref_day = self._reference_day()
         tz = self._company_tz()
@@ -433,25 +436,40 @@ class EcrmScoreRun(models.Model):
                 return SQL("TRUE")
             return SQL("%s.commercial_partner_id = ANY(%s)", SQL.identifier(alias), changed)
 
+        order_scope = SQL("TRUE")
+        if changed is not None:
+            order_scope = SQL(
+                """o.partner_id IN (SELECT id FROM res_partner
+                                     WHERE commercial_partner_id = ANY(%s))""",
+                changed,
+            )
+
         def local_day(value):
             return SQL("(%s AT TIME ZONE 'UTC' AT TIME ZONE %s)::date", value, tz)
 
         return SQL(
             """
             CREATE UNLOGGED TABLE %(stage)s AS
-            WITH customers AS (
-                SELECT p.commercial_partner_id AS partner_id, count(*) AS frequency,
-                       count(DISTINCT %(day)s) - 1 AS x,
-                       -- local days follow the UTC times' order
-                       %(first_day)s AS first_day, %(last_day)s AS last_day,
+            WITH per_partner AS (
+                -- Grouped by ordering partner first: one hash aggregate over the orders,
+                -- as cheap as the bare RFM query, then rolled up to the customer.
+                SELECT o.partner_id, count(*) AS frequency, min(o.date_order) AS first_order,
+                       max(o.date_order) AS last_order,
                        -- (orders in the company's currency have a rate of 1: no division)
                        sum(CASE WHEN o.currency_rate = 1 THEN o.amount_untaxed
                                 ELSE o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1)
                            END) AS order_total
                   FROM sale_order o
-                  JOIN res_partner p ON p.id = o.partner_id
                  WHERE o.company_id = %(company)s AND o.state IN %(states)s
                    AND o.date_order <= %(ref)s AND %(order_scope)s
+              GROUP BY o.partner_id
+            ), customers AS (
+                SELECT p.commercial_partner_id AS partner_id, sum(pp.frequency) AS frequency,
+                       -- local days follow the UTC times' order
+                       %(first_day)s AS first_day, %(last_day)s AS last_day,
+                       sum(pp.order_total) AS order_total
+                  FROM per_partner pp
+                  JOIN res_partner p ON p.id = pp.partner_id
               GROUP BY p.commercial_partner_id
             ), refunds AS (
                 SELECT m.commercial_partner_id AS partner_id,
@@ -476,7 +494,7 @@ class EcrmScoreRun(models.Model):
                    AND i.outcome IS DISTINCT FROM 'skipped' AND %(interaction_scope)s
               GROUP BY i.commercial_partner_id
             )
-            SELECT c.partner_id, c.frequency::int AS frequency, c.x::int AS x,
+            SELECT c.partner_id, c.frequency::int AS frequency, c.frequency::int - 1 AS x,
                    c.last_day - c.first_day AS t_x, %(ref_day)s - c.first_day AS age,
                    %(ref_day)s - c.last_day AS recency_days, c.first_day, c.last_day,
                    c.order_total, COALESCE(r.refund, 0) AS refund,
@@ -486,17 +504,15 @@ class EcrmScoreRun(models.Model):
               FROM customers c
          LEFT JOIN refunds r ON r.partner_id = c.partner_id
          LEFT JOIN engagement e ON e.partner_id = c.partner_id
-          ORDER BY c.partner_id
             """,
             stage=self._work_table(WORK_TABLES[0]),
-            day=local_day(SQL("o.date_order")),
-            first_day=local_day(SQL("min(o.date_order)")),
-            last_day=local_day(SQL("max(o.date_order)")),
+            first_day=local_day(SQL("min(pp.first_order)")),
+            last_day=local_day(SQL("max(pp.last_order)")),
             company=self.company_id.id,
             states=states,
             ref=self.reference_date,
             ref_day=ref_day,
-            order_scope=scope("p"),
+            order_scope=order_scope,
             refund_scope=scope("m"),
             interaction_scope=scope("i"),
         )
@@ -594,8 +610,25 @@ class EcrmScoreRun(models.Model):
         )
 
     def _step_predict(self, batch_size):
+        """Score the next ``batch_size`` customers or so: the stage is read in chunks of
+        pages (a TID range scan: no index, no sort, each page read once)."""
+        cr = self.env.cr
+        stage = self._work_table(WORK_TABLES[0])
+        cr.execute(
+            SQL(
+                """SELECT relpages, reltuples FROM pg_class
+                    WHERE oid = %s::regclass""",
+                self._work_table(WORK_TABLES[0], as_name=True),
+            )
+        )
+        pages, tuples = cr.fetchone()
+        start = self.progress_block
+        if start >= pages or tuples <= 0:
+            self.step = "publish"
+            return 0
+        end = start + max(1, math.ceil(batch_size * pages / tuples))
         rows = copy_out_float8(
-            self.env.cr,
+            cr,
             SQL(
                 """
                 SELECT partner_id::float8, frequency::float8, x::float8, t_x::float8,
@@ -603,18 +636,17 @@ class EcrmScoreRun(models.Model):
                        interactions_90d::float8, inbound_share, response_rate,
                        recency_days::float8
                   FROM %s
-                 WHERE partner_id > %s
-              ORDER BY partner_id
-                 LIMIT %s
+                 WHERE ctid >= %s::tid AND (ctid < %s::tid OR %s)
                 """,
-                self._work_table(WORK_TABLES[0]),
-                self.progress_partner_id,
-                batch_size,
+                stage,
+                f"({start},0)",
+                f"({end},0)",
+                end >= pages,  # the last batch reads to the end
             ),
             11,
         )
+        self.progress_block = end
         if not len(rows):
-            self.step = "publish"
             return 0
         settings = self._settings()
         tiers = self.env["ecrm.loyalty.tier"].sudo()._get_company_tiers(self.company_id)
@@ -642,7 +674,6 @@ class EcrmScoreRun(models.Model):
                 ),
             ],
         )
-        self.progress_partner_id = int(partner_ids[-1])
         return len(rows)
 
     def _get_model_params(self):
@@ -821,7 +852,7 @@ class EcrmScoreRun(models.Model):
         self.env["ecrm.customer.score.history"].invalidate_model()
 
     def _publish_backtest(self):
-        """Predicted against actual purchase days after the reference date, by past buyers."""
+        """Predicted against actual purchases after the reference date, by past buyers."""
         cr = self.env.cr
         end = self.reference_date + timedelta(days=self.backtest_days)
         cr.execute(
@@ -829,8 +860,7 @@ class EcrmScoreRun(models.Model):
                 """
                 WITH actual AS (
                     SELECT p.commercial_partner_id AS partner_id,
-                           count(DISTINCT (o.date_order AT TIME ZONE 'UTC'
-                                           AT TIME ZONE %(tz)s)::date) AS purchases
+                           count(*) AS purchases
                       FROM sale_order o JOIN res_partner p ON p.id = o.partner_id
                      WHERE o.company_id = %(company)s AND o.state IN %(states)s
                        AND o.date_order > %(ref)s AND o.date_order <= %(end)s
@@ -843,7 +873,6 @@ class EcrmScoreRun(models.Model):
               GROUP BY LEAST(s.x, 7)
               ORDER BY 1
                 """,
-                tz=self._company_tz(),
                 company=self.company_id.id,
                 states=self._settings()["states"],
                 ref=self.reference_date,

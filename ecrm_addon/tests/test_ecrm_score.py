@@ -202,7 +202,7 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(self.shared.with_company(self.company_r).ecrm_frequency, 1)
 
     def test_company_contacts_roll_up(self):
-        """Orders of a company's contacts count for the company, a shared day once."""
+        """Orders of a company's contacts count for the company, each order a purchase."""
         company_x = self.env["res.company"].create({"name": "Roll-up Co"})
         company_x.ecrm_capture_order = False
         self.env.user.company_ids += company_x
@@ -215,7 +215,8 @@ class TestEcrmRfm(EcrmScoreCommon):
         self._order_on(bob, self._at(30), 25, company=company_x)
         self._run(company=company_x)
         score = self._score(acme, company_x)
-        self.assertEqual((score.frequency, score.repeat_purchases), (3, 1))
+        # Two orders the same day are two purchases: x counts repeat orders.
+        self.assertEqual((score.frequency, score.repeat_purchases), (3, 2))
         self.assertEqual(
             (score.recency_days, score.first_order_date), (10, self.today - timedelta(days=30))
         )

@@ -8,7 +8,7 @@ def migrate(cr, version):
     # A run caught between two steps lost its work with the shared tables: start over.
     cr.execute(
         SQL(
-            """UPDATE ecrm_score_run SET state = 'queued', step = NULL, progress_partner_id = 0
+            """UPDATE ecrm_score_run SET state = 'queued', step = NULL
                 WHERE state = 'running'"""
         )
     )
