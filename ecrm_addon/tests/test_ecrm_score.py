@@ -314,6 +314,42 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(second.state, "done")
         self.assertEqual(score.rescore_requested_at, requested)
 
+    def _work_tables(self, run):
+        self.env.cr.execute(
+            "SELECT to_regclass(%s), to_regclass(%s)",
+            [f"ecrm_score_stage_{run.id}", f"ecrm_score_prediction_{run.id}"],
+        )
+        return [name for name in self.env.cr.fetchone() if name]
+
+    def test_work_tables_dropped(self):
+        run = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        run._execute_step()  # aggregate
+        self.assertEqual(len(self._work_tables(run)), 2)
+        self.Run._gc_work_tables()
+        self.assertEqual(len(self._work_tables(run)), 2, "a pending run keeps its tables")
+        run._execute_all()
+        self.assertEqual(self._work_tables(run), [], "a finished run drops its tables")
+        # A run killed for good (deleted, or failed) leaves tables the cron drops.
+        killed = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        killed._execute_step()
+        killed.state = "failed"
+        self.Run._gc_work_tables()
+        self.assertEqual(self._work_tables(killed), [])
+        # And uninstalling drops every run's.
+        pending = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        pending._execute_step()
+        self.Run._gc_work_tables(keep_pending=False)
+        self.assertEqual(self._work_tables(pending), [])
+
+    def test_work_mem_setting(self):
+        params = self.env["ir.config_parameter"].sudo()
+        self.assertEqual(self.Run._work_mem(), "1GB")
+        params.set_param("ecrm_addon.score_work_mem", "512MB")
+        self.assertEqual(self.Run._work_mem(), "512MB")
+        params.set_param("ecrm_addon.score_work_mem", "1GB'; DROP TABLE res_partner; --")
+        self.assertEqual(self.Run._work_mem(), "256MB", "anything else falls back")
+        self.assertEqual(self._run().state, "done")
+
     def test_killed_run_is_invisible_then_resumes(self):
         first = self._run()
         self.assertEqual(self._score(self.c2).frequency, 1)
