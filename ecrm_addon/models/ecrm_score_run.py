@@ -152,7 +152,8 @@ class EcrmScoreRun(models.Model):
             )
         )
         run_ids = {int(name.rsplit("_", 1)[1]) for (name,) in self.env.cr.fetchall()}
-        runs = self.browse(run_ids)
+        # sudo: a technical clean-up of every company's runs, whatever the cron user sees
+        runs = self.sudo().browse(run_ids)
         if keep_pending:
             runs -= runs.exists().filtered(lambda run: run.state in ("queued", "running"))
         runs._drop_work_tables()
