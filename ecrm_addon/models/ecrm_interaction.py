@@ -61,7 +61,6 @@ class EcrmInteraction(models.Model):
         string="Commercial Entity",
         related="partner_id.commercial_partner_id",
         store=True,
-        precompute=True,
         help="The customer company the contact belongs to; figures roll up to it.",
     )
     channel_id = fields.Many2one("ecrm.channel", required=True, index=True, ondelete="restrict")
@@ -344,6 +343,10 @@ class EcrmInteraction(models.Model):
         (the same source and customer company, in the batch or already logged) are dropped
         with one query for the whole batch. Runs as superuser: capture follows what the
         user did on a document they may edit, whether or not they are an e-CRM user.
+
+        The commercial entity is given: computed after the insert, it costs an UPDATE of
+        every new row (and of its indexes); precomputed, a new record per row, which
+        sanitizes the summary a second time (a fifth of the create).
         """
         if not vals_list:
             return self.browse()
@@ -358,7 +361,9 @@ class EcrmInteraction(models.Model):
                 key = (vals["res_model"], vals["res_id"], commercial[vals["partner_id"]])
                 if key not in seen:
                     seen.add(key)
-                    unique.append({"capture_mode": "automatic", **vals})
+                    unique.append(
+                        {"capture_mode": "automatic", "commercial_partner_id": key[2], **vals}
+                    )
             # sudo: automatic capture logs what happened on documents the user could act on
             return self.sudo().with_context(tracking_disable=True).create(unique)
         self.flush_model(["res_model", "res_id", "commercial_partner_id", "capture_mode"])
@@ -383,6 +388,8 @@ class EcrmInteraction(models.Model):
             key = (vals["res_model"], vals["res_id"], commercial[vals["partner_id"]])
             if key not in seen:
                 seen.add(key)
-                to_create.append({"capture_mode": "automatic", **vals})
+                to_create.append(
+                    {"capture_mode": "automatic", "commercial_partner_id": key[2], **vals}
+                )
         # sudo: automatic capture logs what happened on documents the user could act on
         return self.sudo().with_context(tracking_disable=True).create(to_create)
