@@ -4,7 +4,7 @@
 Usage::
 
     python3 tests/bench_interactions.py --db ecrm_bench --db-without ecrm_bench_base \\
-        [--interactions 10000000] [--customers 100000] [--rounds 3]
+        [--interactions 10000000] [--customers 100000] [--rounds 3] [--capture-only]
 
 1. Makes sure both databases exist: ``--db`` with ``ecrm_addon``, ``--db-without``
    with the same Odoo apps but without ``ecrm_addon`` (both without demo data,
@@ -79,6 +79,9 @@ def parse_args():
     parser.add_argument("--samples", type=int, default=200, help="timed reads per figure")
     parser.add_argument("--orders", type=int, default=1000, help="orders and emails per round")
     parser.add_argument("--addons-path", default=None)
+    parser.add_argument(
+        "--capture-only", action="store_true", help="skip the reads, time the capture only"
+    )
     return parser.parse_args()
 
 
@@ -361,7 +364,8 @@ def main():
 
     odoo.tools.config.parse_config([f"--addons-path={addons_path(args)}", "--log-level=warn"])
     prepare(args)
-    time_reads(args)
+    if not args.capture_only:
+        time_reads(args)
     time_capture(args)
 
 

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from odoo import api, fields, models, tools
 from odoo.exceptions import ValidationError
-from odoo.tools import SQL
+from odoo.tools import SQL, OrderedSet
 
 CAPTURE_MODES = [
     ("manual", "Manual"),
@@ -36,6 +36,8 @@ SOURCE_MODELS = [
     ("crm.lead", "Lead/Opportunity"),
     ("ecrm.campaign.recipient", "Campaign Recipient"),
 ]
+# precommit data: what the transaction confirmed or posted, captured in one batch
+CAPTURE_PENDING = "ecrm.capture.pending"
 
 
 class EcrmInteraction(models.Model):
@@ -240,6 +242,15 @@ class EcrmInteraction(models.Model):
                     )
                 )
 
+    @api.model
+    def _search(self, domain, offset=0, limit=None, order=None):
+        self._capture_pending()  # readers see what this transaction captures
+        return super()._search(domain, offset=offset, limit=limit, order=order)
+
+    def flush_model(self, fnames=None):
+        self._capture_pending()  # raw SQL flushes the table before it reads it
+        return super().flush_model(fnames)
+
     @api.model_create_multi
     def create(self, vals_list):
         for vals in vals_list:
@@ -281,6 +292,50 @@ class EcrmInteraction(models.Model):
     # ------------------------------------------------------------
 
     @api.model
+    def _capture_later(self, records, method, model=None):
+        """Call ``records.<method>()``, or ``model.<method>(records)``, once for all the
+        records collected in the transaction (in the environment that collected them).
+
+        Orders are confirmed and messages posted one at a time: capturing each at once
+        cost three queries and one ORM create per order or message (a tenth of the time
+        of a confirmation or a chatter email), one batch costs a few queries in all. The
+        batch runs before commit (precommit hook), or as soon as interactions are
+        searched or flushed in this transaction, so that no reader misses it.
+        """
+        if not records:
+            return
+        precommit = self.env.cr.precommit
+        if CAPTURE_PENDING not in precommit.data:
+            precommit.add(self._capture_precommit)
+        # Plain values: tests deep-copy precommit data, which an environment refuses.
+        env = records.env
+        model_name = model._name if model is not None else None
+        key = [env.uid, env.su, dict(env.context), records._name, method, model_name]
+        pending = precommit.data.setdefault(CAPTURE_PENDING, [])
+        for entry in pending:
+            if entry[:-1] == key:
+                entry[-1].update(records._ids)
+                break
+        else:
+            pending.append([*key, OrderedSet(records._ids)])
+
+    @api.model
+    def _capture_pending(self):
+        """Run the captures collected by :meth:`_capture_later`."""
+        while pending := self.env.cr.precommit.data.pop(CAPTURE_PENDING, None):
+            for uid, su, context, records_model, method, model, ids in pending:
+                env = api.Environment(self.env.cr, uid, context, su=su)
+                records = env[records_model].browse(ids).exists()
+                if records and model:
+                    getattr(env[model], method)(records)
+                elif records:
+                    getattr(records, method)()
+
+    def _capture_precommit(self):
+        self._capture_pending()
+        self.env.flush_all()  # precommit hooks run after the last flush before commit
+
+    @api.model
     def _capture(self, vals_list, new_sources=False):
         """Create automatically captured interactions, skipping those already captured.
 
@@ -288,6 +343,10 @@ class EcrmInteraction(models.Model):
         (the same source and customer company, in the batch or already logged) are dropped
         with one query for the whole batch. Runs as superuser: capture follows what the
         user did on a document they may edit, whether or not they are an e-CRM user.
+
+        The commercial entity is given: computed after the insert, it costs an UPDATE of
+        every new row (and of its indexes); precomputed, a new record per row, which
+        sanitizes the summary a second time (a fifth of the create).
         """
         if not vals_list:
             return self.browse()
@@ -302,7 +361,9 @@ class EcrmInteraction(models.Model):
                 key = (vals["res_model"], vals["res_id"], commercial[vals["partner_id"]])
                 if key not in seen:
                     seen.add(key)
-                    unique.append({"capture_mode": "automatic", **vals})
+                    unique.append(
+                        {"capture_mode": "automatic", "commercial_partner_id": key[2], **vals}
+                    )
             # sudo: automatic capture logs what happened on documents the user could act on
             return self.sudo().with_context(tracking_disable=True).create(unique)
         self.flush_model(["res_model", "res_id", "commercial_partner_id", "capture_mode"])
@@ -327,6 +388,8 @@ class EcrmInteraction(models.Model):
             key = (vals["res_model"], vals["res_id"], commercial[vals["partner_id"]])
             if key not in seen:
                 seen.add(key)
-                to_create.append({"capture_mode": "automatic", **vals})
+                to_create.append(
+                    {"capture_mode": "automatic", "commercial_partner_id": key[2], **vals}
+                )
         # sudo: automatic capture logs what happened on documents the user could act on
         return self.sudo().with_context(tracking_disable=True).create(to_create)

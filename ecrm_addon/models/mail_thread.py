@@ -10,7 +10,9 @@ class MailThread(models.AbstractModel):
     def _message_create(self, values_list):
         messages = super()._message_create(values_list)
         if self._name in CAPTURED_THREAD_MODELS and not self.env.context.get("ecrm_no_capture"):
-            self._ecrm_capture_messages(messages)
+            self.env["ecrm.interaction"]._capture_later(
+                messages, "_ecrm_capture_messages", model=self.browse()
+            )
         return messages
 
     def _ecrm_get_customer(self):
@@ -21,7 +23,8 @@ class MailThread(models.AbstractModel):
         return self.partner_id if "partner_id" in self._fields else self.env["res.partner"]
 
     def _ecrm_capture_messages(self, messages):
-        """Log emails and SMS exchanged with customers, one batch for all messages.
+        """Log emails and SMS exchanged with customers, one batch for all messages (all
+        those posted in the transaction: see ``ecrm.interaction._capture_later``).
 
         Captured: incoming emails from a customer (inbound), messages and SMS sent to
         customers (outbound), portal messages written by customers (inbound, web).

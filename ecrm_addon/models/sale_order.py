@@ -21,7 +21,7 @@ class SaleOrder(models.Model):
 
     def _action_confirm(self):
         result = super()._action_confirm()
-        self._ecrm_capture_confirmation()
+        self.env["ecrm.interaction"]._capture_later(self, "_ecrm_capture_confirmation")
         return result
 
     def _action_cancel(self):
@@ -38,7 +38,8 @@ class SaleOrder(models.Model):
         return result
 
     def _ecrm_capture_confirmation(self):
-        """Log each confirmed order as an inbound interaction, one batch for all orders."""
+        """Log each confirmed order as an inbound interaction, one batch for all orders
+        (all those confirmed in the transaction: see ``ecrm.interaction._capture_later``)."""
         orders = self.filtered(lambda order: order.company_id.ecrm_capture_order)
         if not orders:
             return
