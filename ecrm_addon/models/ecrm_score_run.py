@@ -326,6 +326,7 @@ class EcrmScoreRun(models.Model):
         changes to older interactions wait for the next full run.
         """
         self.env.flush_all()
+        self.env["ecrm.interaction"].flush_model()  # and what this transaction captures
         since = previous.started_at
         self.env.cr.execute(
             SQL(
@@ -372,6 +373,7 @@ class EcrmScoreRun(models.Model):
             )
             self.base_run_id = base
             changed = self._get_changed_partner_ids(previous or base)
+        self.env["ecrm.interaction"].flush_model()  # captures pending in this transaction
         self.env.cr.execute(SQL("SELECT COALESCE(max(id), 0) FROM ecrm_interaction"))
         self.interaction_watermark = self.env.cr.fetchone()[0]
         self.env.flush_all()
