@@ -430,6 +430,11 @@ class EcrmScoreRun(models.Model):
         distinct days instead sorted every order of the company (PostgreSQL 15 has no
         presorted DISTINCT aggregates): 2.5 times the bare RFM query at 10,000,000
         orders, for the few customers who order twice a day.
+
+        The rows are written in customer order: the predictions follow that order, and
+        so do the score rows (inserted in that order, then updated in place), so that
+        publishing updates the score table page after page instead of jumping between
+        pages (then each page is read and written once).
         """
         ref_day = self._reference_day()
         tz = self._company_tz()
@@ -507,6 +512,7 @@ class EcrmScoreRun(models.Model):
               FROM customers c
          LEFT JOIN refunds r ON r.partner_id = c.partner_id
          LEFT JOIN engagement e ON e.partner_id = c.partner_id
+          ORDER BY c.partner_id
             """,
             stage=self._work_table(WORK_TABLES[0]),
             first_day=local_day(SQL("min(pp.first_order)")),
@@ -786,6 +792,7 @@ class EcrmScoreRun(models.Model):
                      WHERE NOT EXISTS (SELECT FROM ecrm_customer_score c
                                         WHERE c.partner_id = s.partner_id
                                           AND c.company_id = s.company_id)
+                  ORDER BY s.partner_id
                     """,
                     columns=columns,
                     expressions=expressions,
