@@ -77,7 +77,10 @@ def parse_args():
     parser.add_argument("--interactions", type=int, default=10_000_000)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument(
-        "--rounds", type=int, default=4, help="rounds of the capture overhead (even: see time_capture)"
+        "--rounds",
+        type=int,
+        default=4,
+        help="rounds of the capture overhead (even: see time_capture)",
     )
     parser.add_argument("--samples", type=int, default=200, help="timed reads per figure")
     parser.add_argument("--orders", type=int, default=1000, help="orders and emails per round")
