@@ -114,7 +114,11 @@ class EcrmCustomerScore(models.Model):
 
     @api.model
     def _request_rescore(self, pairs):
-        """Have the next incremental run rescore these (customer, company) pairs."""
+        """Have the next incremental run rescore these (customer, company) pairs.
+
+        One SQL update, on purpose without access checks: whoever cancels an order
+        (a salesperson may not write scores) records the request.
+        """
         pairs = list(pairs)
         if not pairs:
             return

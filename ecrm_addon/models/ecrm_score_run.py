@@ -19,7 +19,9 @@ _logger = logging.getLogger(__name__)
 # Each run works in two unlogged tables of its own, named after it and dropped when the
 # run ends: created by CREATE TABLE AS, they are written without per-row index upkeep,
 # read back page by page, and dropped instead of deleted row by row.
-WORK_TABLES = ("ecrm_score_stage_", "ecrm_score_prediction_")
+STAGE = "ecrm_score_stage_"
+PREDICTION = "ecrm_score_prediction_"
+WORK_TABLES = (STAGE, PREDICTION)
 WORK_MEM = re.compile(r"\d+\s*(kB|MB|GB)")
 RUN_TYPES = [
     ("full", "Full"),
@@ -147,8 +149,8 @@ class EcrmScoreRun(models.Model):
         with ``keep_pending=False`` (uninstall), every run's."""
         self.env.cr.execute(
             SQL(
-                """SELECT relname FROM pg_class
-                    WHERE relkind = 'r' AND relname ~ '^ecrm_score_(stage|prediction)_[0-9]+$'"""
+                "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s",
+                f"^({'|'.join(WORK_TABLES)})[0-9]+$",
             )
         )
         run_ids = {int(name.rsplit("_", 1)[1]) for (name,) in self.env.cr.fetchall()}
@@ -173,8 +175,8 @@ class EcrmScoreRun(models.Model):
                   JOIN %(prediction)s r ON r.partner_id = st.partner_id)""",
             run=self.id,
             company=self.company_id.id,
-            stage=self._work_table(WORK_TABLES[0]),
-            prediction=self._work_table(WORK_TABLES[1]),
+            stage=self._work_table(STAGE),
+            prediction=self._work_table(PREDICTION),
         )
 
     @api.depends("company_id", "run_type", "reference_date")
@@ -325,8 +327,6 @@ class EcrmScoreRun(models.Model):
         Other edits of older orders (an amount changed after confirmation) and later
         changes to older interactions wait for the next full run.
         """
-        self.env.flush_all()
-        self.env["ecrm.interaction"].flush_model()  # and what this transaction captures
         since = previous.started_at
         self.env.cr.execute(
             SQL(
@@ -359,6 +359,9 @@ class EcrmScoreRun(models.Model):
 
     def _step_aggregate(self):
         settings = self._settings()
+        # Everything below reads with SQL: flush, captures pending in this transaction too.
+        self.env.flush_all()
+        self.env["ecrm.interaction"].flush_model()
         changed = None
         if self.run_type == "incremental":
             base = self._get_base_run(self.company_id)
@@ -373,10 +376,9 @@ class EcrmScoreRun(models.Model):
             )
             self.base_run_id = base
             changed = self._get_changed_partner_ids(previous or base)
-        self.env["ecrm.interaction"].flush_model()  # captures pending in this transaction
         self.env.cr.execute(SQL("SELECT COALESCE(max(id), 0) FROM ecrm_interaction"))
         self.interaction_watermark = self.env.cr.fetchone()[0]
-        self.env.flush_all()
+        self.env.flush_all()  # the run's own fields
         cr = self.env.cr
         # Memory to aggregate a company's orders without spilling to disk; JIT compiling
         # costs more than it saves here.
@@ -388,7 +390,7 @@ class EcrmScoreRun(models.Model):
             # order, much slower than the sequential scan.
             cr.execute(SQL("SET LOCAL enable_indexscan = off"))
         self._drop_work_tables()
-        stage = self._work_table(WORK_TABLES[0])
+        stage = self._work_table(STAGE)
         cr.execute(self._get_aggregate_query(settings["states"], changed))
         staged = cr.rowcount
         cr.execute(SQL("RESET enable_indexscan"))
@@ -403,7 +405,7 @@ class EcrmScoreRun(models.Model):
                        loyalty float8, tier_id integer,
                        p_alive float8, e30 float8, e90 float8, e365 float8, e_backtest float8,
                        exp_value float8, clv float8)""",
-                self._work_table(WORK_TABLES[1]),
+                self._work_table(PREDICTION),
             )
         )
         if self.run_type == "incremental":
@@ -414,7 +416,8 @@ class EcrmScoreRun(models.Model):
         return staged
 
     def _work_mem(self):
-        """Sort memory of the aggregation (system parameter ``ecrm_addon.score_work_mem``)."""
+        """Memory of the aggregation's hash tables (system parameter
+        ``ecrm_addon.score_work_mem``)."""
         params = self.env["ir.config_parameter"].sudo()  # sudo: scoring settings
         value = (params.get_param("ecrm_addon.score_work_mem") or "1GB").strip()
         if not WORK_MEM.fullmatch(value):
@@ -514,7 +517,7 @@ class EcrmScoreRun(models.Model):
          LEFT JOIN engagement e ON e.partner_id = c.partner_id
           ORDER BY c.partner_id
             """,
-            stage=self._work_table(WORK_TABLES[0]),
+            stage=self._work_table(STAGE),
             first_day=local_day(SQL("min(pp.first_order)")),
             last_day=local_day(SQL("max(pp.last_order)")),
             company=self.company_id.id,
@@ -540,7 +543,7 @@ class EcrmScoreRun(models.Model):
                           (order_total + refund)::float8, x::float8, t_x::float8, age::float8,
                           (order_total / frequency)::float8, (order_total > 0)::int::float8
                      FROM %s""",
-                self._work_table(WORK_TABLES[0]),
+                self._work_table(STAGE),
             ),
             8,
         )
@@ -622,12 +625,12 @@ class EcrmScoreRun(models.Model):
         """Score the next ``batch_size`` customers or so: the stage is read in chunks of
         pages (a TID range scan: no index, no sort, each page read once)."""
         cr = self.env.cr
-        stage = self._work_table(WORK_TABLES[0])
+        stage = self._work_table(STAGE)
         cr.execute(
             SQL(
                 """SELECT relpages, reltuples FROM pg_class
                     WHERE oid = %s::regclass""",
-                self._work_table(WORK_TABLES[0], as_name=True),
+                self._work_table(STAGE, as_name=True),
             )
         )
         pages, tuples = cr.fetchone()
@@ -674,7 +677,7 @@ class EcrmScoreRun(models.Model):
         partner_ids = rows[:, 0].astype(np.int32)
         copy_in(
             self.env.cr,
-            self._work_table(WORK_TABLES[1], as_name=True),
+            self._work_table(PREDICTION, as_name=True),
             [
                 ("partner_id", "int4", partner_ids),
                 *(
@@ -723,7 +726,7 @@ class EcrmScoreRun(models.Model):
         self.env["ecrm.customer.score"].flush_model()
         cr = self.env.cr
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
-        cr.execute(SQL("ANALYZE %s", self._work_table(WORK_TABLES[1])))
+        cr.execute(SQL("ANALYZE %s", self._work_table(PREDICTION)))
         staged = self._staged_sql()
         values = [
             ("scored_at", SQL("%s", self.reference_date)),
@@ -809,7 +812,7 @@ class EcrmScoreRun(models.Model):
                           AND NOT EXISTS (SELECT FROM %s st WHERE st.partner_id = c.partner_id)
                     """,
                     self.company_id.id,
-                    self._work_table(WORK_TABLES[0]),
+                    self._work_table(STAGE),
                 )
             )
         self.env["ecrm.customer.score"].invalidate_model()

@@ -32,9 +32,8 @@ class SaleOrder(models.Model):
             (order.partner_id.commercial_partner_id.id, order.company_id.id) for order in counted
         }
         result = super()._action_cancel()
-        # sudo: the score table is written by the scoring only; a salesperson cancelling
-        # an order may not write scores, but the request must be recorded.
-        self.env["ecrm.customer.score"].sudo()._request_rescore(pairs)
+        # (in SQL: recorded whatever the canceller's rights on scores)
+        self.env["ecrm.customer.score"]._request_rescore(pairs)
         return result
 
     def _ecrm_capture_confirmation(self):
