@@ -1,9 +1,53 @@
 """Vectorised scoring of a batch of customers (no Odoo, no loop over customers)."""
 
+from datetime import datetime, timedelta
+
 import numpy as np
+import pytz
 
 # Engagement: this many interactions in 90 days count as fully engaged.
 ENGAGED_INTERACTIONS = 6
+US_PER_DAY = 86_400_000_000
+POSTGRES_EPOCH = datetime(2000, 1, 1)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def local_days(timestamps, tz_name):
+    """The local days (since 2000-01-01) in time zone ``tz_name`` of naive UTC
+    timestamps given as int64 microseconds since 2000-01-01 (PostgreSQL's binary
+    timestamps): ``(ts AT TIME ZONE 'UTC' AT TIME ZONE tz)::date`` for a whole array.
+
+    The zone's UTC offset is sampled at every UTC midnight of the timestamps' span;
+    where it changes, the exact instant of the change is found by bisection, so each
+    timestamp gets the offset in force at its instant (zones change their offset at
+    most once a day).
+    """
+    timestamps = np.asarray(timestamps, dtype=np.int64)
+    tz = pytz.timezone(tz_name)
+    if not len(timestamps):
+        return timestamps.copy()
+
+    def offset(us):
+        moment = (POSTGRES_EPOCH + timedelta(microseconds=int(us))).replace(tzinfo=tz)
+        return tz.fromutc(moment).utcoffset() // MICROSECOND
+
+    low, high = int(timestamps.min()), int(timestamps.max())
+    changes, offsets = [], [offset(low)]
+    previous = low
+    for sample in [*range(low - low % US_PER_DAY + US_PER_DAY, high, US_PER_DAY), high]:
+        if offset(sample) != offsets[-1]:
+            before, after = previous, sample  # the change happens in (before, after]
+            while after - before > 1:
+                middle = (before + after) // 2
+                if offset(middle) == offsets[-1]:
+                    before = middle
+                else:
+                    after = middle
+            changes.append(after)
+            offsets.append(offset(after))
+        previous = sample
+    index = np.searchsorted(np.asarray(changes, dtype=np.int64), timestamps, side="right")
+    return (timestamps + np.asarray(offsets, dtype=np.int64)[index]) // US_PER_DAY
 
 
 def quintile_bounds(values):
@@ -35,7 +79,7 @@ def quintile_scores(values, bounds):
 
 
 def score_batch(
-    rows,
+    customers,
     bounds,
     segment_map,
     weights,
@@ -45,17 +89,24 @@ def score_batch(
     discount_rate=0.10,
     backtest_days=0,
 ):
-    """Scores and predictions of the stage rows of one batch.
+    """Scores and predictions of a batch of customers.
 
-    rows: an array (or rows) of (partner_id, frequency, x, t_x, age, order_total, refund,
-    interactions_90d, inbound_share, response_rate, recency_days). Returns the columns r,
-    f, m, segment, loyalty, tier, p_alive, e30, e90, e365, e_backtest, exp_value, clv as
-    numpy arrays; a prediction that cannot be made (no fitted model, not finite) is NaN.
+    customers: a dict of equal-length arrays: frequency, x, t_x, age, recency_days
+    (days), order_total, refund, interactions_90d, inbound_share, response_rate.
+    Returns the columns r, f, m (1..5), segment, loyalty, tier (0: none), p_alive, e30,
+    e90, e365, e_backtest, exp_value, clv as numpy arrays; a prediction that cannot be
+    made (no fitted model, not finite) is NaN.
     """
-    data = np.array(rows, dtype=np.float64).reshape(len(rows), 11)
-    frequency, x, t_x, age = data[:, 1], data[:, 2], data[:, 3], data[:, 4]
-    monetary = data[:, 5] + data[:, 6]
-    recent, inbound, response, recency = data[:, 7], data[:, 8], data[:, 9], data[:, 10]
+    frequency = np.asarray(customers["frequency"], dtype=np.float64)
+    x = np.asarray(customers["x"], dtype=np.float64)
+    t_x = np.asarray(customers["t_x"], dtype=np.float64)
+    age = np.asarray(customers["age"], dtype=np.float64)
+    order_total = np.asarray(customers["order_total"], dtype=np.float64)
+    monetary = order_total + customers["refund"]
+    recent = np.asarray(customers["interactions_90d"], dtype=np.float64)
+    inbound, response = customers["inbound_share"], customers["response_rate"]
+    recency = np.asarray(customers["recency_days"], dtype=np.float64)
+    count = len(frequency)
 
     r = quintile_scores(-recency, bounds["r"])
     f = quintile_scores(frequency, bounds["f"])
@@ -76,13 +127,12 @@ def score_batch(
         index = np.searchsorted(np.asarray(tier_mins, dtype=np.float64), loyalty, side="right")
         tier = np.where(index > 0, np.asarray([0, *tier_ids])[index], 0)
     else:
-        tier = np.zeros(len(rows), dtype=np.int64)
+        tier = np.zeros(count, dtype=np.int64)
 
-    count = len(rows)
     predictions = [np.full(count, np.nan)] * 7
     if model:
         predictions = _predict(
-            model, x, t_x, age, data[:, 5] / np.maximum(frequency, 1), horizon_days,
+            model, x, t_x, age, order_total / np.maximum(frequency, 1), horizon_days,
             discount_rate, backtest_days,
         )  # fmt: skip
     return [r, f, m, segment, loyalty, tier, *predictions]

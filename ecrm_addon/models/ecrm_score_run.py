@@ -1,5 +1,4 @@
 import logging
-import math
 import re
 import time
 from datetime import timedelta
@@ -11,56 +10,84 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 
-from ..tools.pgcopy import copy_in, copy_out_float8
-from .ecrm_score_math import quintile_bounds, score_batch
+from ..tools.pgcopy import CopyIn, copy_out, date_to_days, numeric_units
+from .ecrm_score_math import local_days, quintile_bounds, score_batch
 
 _logger = logging.getLogger(__name__)
 
-# Each run works in two unlogged tables of its own, named after it and dropped when the
-# run ends: created by CREATE TABLE AS, they are written without per-row index upkeep,
-# read back page by page, and dropped instead of deleted row by row.
-STAGE = "ecrm_score_stage_"
-PREDICTION = "ecrm_score_prediction_"
-WORK_TABLES = (STAGE, PREDICTION)
+# Each run works in one unlogged table of its own, named after it and dropped when the
+# run ends: the scored customers in the score table's own columns and types, written by
+# one binary COPY in customer order, published by one UPDATE, dropped instead of deleted.
+RESULT = "ecrm_score_result_"
+WORK_TABLES = (RESULT,)
 WORK_MEM = re.compile(r"\d+\s*(kB|MB|GB)")
 RUN_TYPES = [
     ("full", "Full"),
     ("incremental", "Incremental"),
     ("backtest", "Backtest"),
 ]
-STEPS = [("aggregate", "Aggregate"), ("predict", "Predict"), ("publish", "Publish")]
-# Columns of the stage table the predict step writes, in the order of score_batch's output.
-PREDICTED = [
-    "r_score",
-    "f_score",
-    "m_score",
-    "segment_id",
-    "loyalty",
-    "tier_id",
-    "p_alive",
-    "e30",
-    "e90",
-    "e365",
-    "e_backtest",
-    "exp_value",
-    "clv",
+STEPS = [("aggregate", "Aggregate and Score"), ("publish", "Publish")]
+# Customers scored per vectorised batch: bounds the memory of the predictions.
+BATCH_SIZE = 50000
+# Columns of the result table, named and typed as in ecrm_customer_score; the last one
+# is only read by backtests.
+RESULT_COLUMNS = [
+    ("first_order_date", "date"),
+    ("last_order_date", "date"),
+    ("recency_days", "int4"),
+    ("frequency", "int4"),
+    ("repeat_purchases", "int4"),
+    ("monetary_total", "numeric"),
+    ("monetary_avg", "numeric"),
+    ("refund_total", "numeric"),
+    ("r_score", "varchar"),
+    ("f_score", "varchar"),
+    ("m_score", "varchar"),
+    ("rfm_code", "varchar"),
+    ("segment_id", "int4"),
+    ("interaction_count_recent", "int4"),
+    ("inbound_share", "float8"),
+    ("campaign_response_rate", "float8"),
+    ("loyalty_score", "float8"),
+    ("tier_id", "int4"),
+    ("p_alive", "float8"),
+    ("churn_risk", "float8"),
+    ("expected_purchases_30", "float8"),
+    ("expected_purchases_90", "float8"),
+    ("expected_purchases_365", "float8"),
+    ("expected_order_value", "numeric"),
+    ("clv", "numeric"),
+    ("expected_purchases_backtest", "float8"),
 ]
-INTEGERS = {"r_score", "f_score", "m_score", "segment_id", "tier_id"}
+# Scores 1..5 and RFM codes as the bytes written into the result table.
+DIGITS = np.array([str(score).encode() for score in range(6)])
+RFM_CODES = np.array(
+    [f"{r}{f}{m}".encode() for r in range(1, 6) for f in range(1, 6) for m in range(1, 6)]
+)
+# Published as NULL: no segment or tier (0), no prediction (NaN).
+NULL_WHEN_ZERO = {"segment_id", "tier_id"}
+NULL_WHEN_NAN = {
+    "p_alive",
+    "churn_risk",
+    "expected_purchases_30",
+    "expected_purchases_90",
+    "expected_purchases_365",
+    "expected_order_value",
+    "clv",
+}
 
 
 class EcrmScoreRun(models.Model):
     """One scoring run of one company, executed step by step by the scheduler.
 
-    aggregate: one CREATE TABLE AS aggregates every customer's orders, credit notes and
-        interactions into the run's unlogged stage table; full runs then fit the
-        quintile bounds and the BG/NBD and Gamma-Gamma models on the company's summary.
-    predict: batches of stage rows, page by page, get their scores and predictions
-        (numpy, vectorised, read and written with binary COPY) in the run's unlogged
-        prediction table.
-    publish: one transaction writes the stage and its predictions into
-        ``ecrm.customer.score`` (update, insert of new customers, delete of vanished ones)
-        and the monthly history, and drops the work tables; until then users see the
-        previous run's scores.
+    aggregate: one query aggregates every customer's orders, credit notes and
+        interactions, read by a binary COPY into numpy (one row per customer); full
+        runs fit the quintile bounds and the BG/NBD and Gamma-Gamma models on it, then
+        batches of customers get their scores and predictions (vectorised) and are
+        written by binary COPY into the run's unlogged result table.
+    publish: one transaction writes the result into ``ecrm.customer.score`` (update,
+        insert of new customers, delete of vanished ones) and the monthly history, and
+        drops the work table; until then users see the previous run's scores.
 
     A killed run resumes at its step: each step can be repeated safely.
     """
@@ -99,9 +126,6 @@ class EcrmScoreRun(models.Model):
     finished_at = fields.Datetime(readonly=True)
     duration = fields.Float("Duration (s)", readonly=True)
     customers_scored = fields.Integer(readonly=True)
-    progress_block = fields.Integer(
-        readonly=True, help="The predict step's next page of the stage table."
-    )
     interaction_watermark = fields.Integer(
         readonly=True, help="The last interaction logged when the run started aggregating."
     )
@@ -160,24 +184,15 @@ class EcrmScoreRun(models.Model):
             runs -= runs.exists().filtered(lambda run: run.state in ("queued", "running"))
         runs._drop_work_tables()
 
-    def _staged_sql(self):
-        """The run's stage rows with their predictions, as a subquery."""
-        return SQL(
-            """(SELECT %(run)s AS run_id, st.partner_id, %(company)s AS company_id,
-                       st.frequency, st.x, st.first_day, st.last_day, st.recency_days,
-                       st.order_total, st.refund, st.interactions_90d, st.inbound_share,
-                       st.response_rate, r.r_score, r.f_score, r.m_score, r.segment_id,
-                       r.loyalty, r.tier_id, NULLIF(r.p_alive, 'NaN') AS p_alive,
-                       NULLIF(r.e30, 'NaN') AS e30, NULLIF(r.e90, 'NaN') AS e90,
-                       NULLIF(r.e365, 'NaN') AS e365, NULLIF(r.e_backtest, 'NaN') AS e_backtest,
-                       NULLIF(r.exp_value, 'NaN') AS exp_value, NULLIF(r.clv, 'NaN') AS clv
-                  FROM %(stage)s st
-                  JOIN %(prediction)s r ON r.partner_id = st.partner_id)""",
-            run=self.id,
-            company=self.company_id.id,
-            stage=self._work_table(STAGE),
-            prediction=self._work_table(PREDICTION),
-        )
+    @staticmethod
+    def _published(name, alias="f"):
+        """The published value of a result column (NULL for no segment, no prediction)."""
+        column = SQL.identifier(alias, name)
+        if name in NULL_WHEN_ZERO:
+            return SQL("NULLIF(%s, 0)", column)
+        if name in NULL_WHEN_NAN:
+            return SQL("NULLIF(%s, 'NaN')", column)
+        return column
 
     @api.depends("company_id", "run_type", "reference_date")
     def _compute_name(self):
@@ -223,7 +238,7 @@ class EcrmScoreRun(models.Model):
     # ------------------------------------------------------------
 
     @api.model
-    def _cron_ecrm_score(self, run_type="full", batch_size=50000):
+    def _cron_ecrm_score(self, run_type="full", batch_size=BATCH_SIZE):
         """One step of one run per call; the cron runner calls again while work remains."""
         pending = self._get_pending_runs()
         if not pending:
@@ -265,12 +280,12 @@ class EcrmScoreRun(models.Model):
             limit=1,
         )
 
-    def _execute_all(self, batch_size=50000):
+    def _execute_all(self, batch_size=BATCH_SIZE):
         self.ensure_one()
         while self.state in ("queued", "running"):
             self._execute_step(batch_size=batch_size)
 
-    def _execute_step(self, batch_size=50000):
+    def _execute_step(self, batch_size=BATCH_SIZE):
         """Run the next step; return the number of customers it handled."""
         self.ensure_one()
         if self.state == "queued":
@@ -279,9 +294,7 @@ class EcrmScoreRun(models.Model):
             )
         start = time.perf_counter()
         if self.step == "aggregate":
-            count = self._step_aggregate()
-        elif self.step == "predict":
-            count = self._step_predict(batch_size)
+            count = self._step_aggregate(batch_size)
         else:
             count = self._step_publish()
         self.duration += time.perf_counter() - start
@@ -357,7 +370,7 @@ class EcrmScoreRun(models.Model):
         )
         return [row[0] for row in self.env.cr.fetchall() if row[0]]
 
-    def _step_aggregate(self):
+    def _step_aggregate(self, batch_size=BATCH_SIZE):
         settings = self._settings()
         # Everything below reads with SQL: flush, captures pending in this transaction too.
         self.env.flush_all()
@@ -389,31 +402,22 @@ class EcrmScoreRun(models.Model):
             # partner order through the partner_id index, i.e. one random heap access per
             # order, much slower than the sequential scan.
             cr.execute(SQL("SET LOCAL enable_indexscan = off"))
-        self._drop_work_tables()
-        stage = self._work_table(STAGE)
-        cr.execute(self._get_aggregate_query(settings["states"], changed))
-        staged = cr.rowcount
+        customers = self._aggregate(settings["states"], changed)
         cr.execute(SQL("RESET enable_indexscan"))
-        # Fresh statistics: the planner joins the work tables at publication, and the
-        # predict step sizes its batches of pages with them.
-        cr.execute(SQL("ANALYZE %s", stage))
-        cr.execute(
-            SQL(
-                """CREATE UNLOGGED TABLE %s (
-                       partner_id integer NOT NULL,
-                       r_score integer, f_score integer, m_score integer, segment_id integer,
-                       loyalty float8, tier_id integer,
-                       p_alive float8, e30 float8, e90 float8, e365 float8, e_backtest float8,
-                       exp_value float8, clv float8)""",
-                self._work_table(PREDICTION),
-            )
-        )
         if self.run_type == "incremental":
             self._copy_model_from(self.base_run_id)
         else:
-            self._fit()
-        self.write({"step": "predict", "progress_block": 0, "customers_scored": staged})
-        return staged
+            self._fit(customers)
+        self._drop_work_tables()
+        self._create_result_table()
+        count = len(customers["partner_id"])
+        writer = self._result_writer()
+        batch_size = max(1, batch_size)
+        for start in range(0, count, batch_size):
+            batch = {name: values[start : start + batch_size] for name, values in customers.items()}
+            writer.append(self.env.cr, self._score_batch(batch, settings))
+        self.write({"step": "publish", "customers_scored": count})
+        return count
 
     def _work_mem(self):
         """Memory of the aggregation's hash tables (system parameter
@@ -425,28 +429,91 @@ class EcrmScoreRun(models.Model):
             value = "256MB"
         return value
 
-    def _get_aggregate_query(self, states, changed=None):
-        """CREATE TABLE AS of the run's stage: one row per customer (commercial entity).
+    def _aggregate(self, states, changed=None):
+        """Every customer's aggregated orders, credit notes and interactions, as numpy
+        arrays in customer order, with the BG/NBD summary in days (x, t_x, age, recency).
 
         ``changed``: the customers an incremental run rescores (None: every customer).
+        Three queries, each one hash aggregate over one table, read by binary COPY; the
+        rest is done on one row per customer in numpy: the roll-up of contacts' orders
+        to their company, the local days of the first and last orders (in SQL, the time
+        zone conversions alone cost a tenth of the aggregation) and the joins.
+        """
+        cr = self.env.cr
+        partner, frequency, first, last, total = copy_out(
+            cr,
+            self._get_orders_query(states, changed),
+            ["int4", "int8", "timestamp", "timestamp", "float8"],
+        )
+        # Orders of a company's contacts count for the company (its commercial entity).
+        contacts, companies = copy_out(
+            cr,
+            SQL(
+                """SELECT id, commercial_partner_id FROM res_partner
+                    WHERE parent_id IS NOT NULL AND commercial_partner_id != id"""
+            ),
+            ["int4", "int4"],
+        )
+        if len(contacts):
+            order = np.argsort(contacts)
+            contacts, companies = contacts[order], companies[order]
+            index = np.clip(np.searchsorted(contacts, partner), 0, len(contacts) - 1)
+            partner = np.where(contacts[index] == partner, companies[index], partner)
+        # In customer order: so are the result table and the new score rows, so that
+        # publishing updates the score table page after page.
+        order = np.argsort(partner)
+        partner, frequency, first, last, total = (
+            values[order] for values in (partner, frequency, first, last, total)
+        )
+        starts = np.flatnonzero(np.r_[True, partner[1:] != partner[:-1]]) if len(partner) else []
+        if len(starts) < len(partner):
+            partner = partner[starts]
+            frequency = np.add.reduceat(frequency, starts)
+            total = np.add.reduceat(total, starts)
+            first = np.minimum.reduceat(first, starts)
+            last = np.maximum.reduceat(last, starts)
+        tz = self._company_tz()
+        customers = {
+            "partner_id": partner,
+            "frequency": frequency.astype(np.int32),
+            "first_day": local_days(first, tz).astype(np.int32),
+            "last_day": local_days(last, tz).astype(np.int32),
+            "order_total": total,
+        }
+        refund_partner, refund = copy_out(cr, self._get_refunds_query(changed), ["int4", "float8"])
+        customers["refund"] = self._by_customer(partner, refund_partner, refund, 0.0)
+        engaged, recent, inbound, response = copy_out(
+            cr, self._get_engagement_query(changed), ["int4", "int4", "float8", "float8"]
+        )
+        customers["interactions_90d"] = self._by_customer(partner, engaged, recent, 0)
+        customers["inbound_share"] = self._by_customer(partner, engaged, inbound, 0.0)
+        customers["response_rate"] = self._by_customer(partner, engaged, response, 0.0)
+        ref_day = date_to_days(self._reference_day())
+        customers["x"] = customers["frequency"] - 1
+        customers["t_x"] = customers["last_day"] - customers["first_day"]
+        customers["age"] = ref_day - customers["first_day"]
+        customers["recency_days"] = ref_day - customers["last_day"]
+        return customers
+
+    @staticmethod
+    def _by_customer(customers, keys, values, default):
+        """``values`` (one per key, keys distinct) aligned on the sorted ``customers``."""
+        result = np.full(len(customers), default, dtype=values.dtype)
+        if len(keys) and len(customers):
+            index = np.clip(np.searchsorted(customers, keys), 0, len(customers) - 1)
+            found = customers[index] == keys
+            result[index[found]] = values[found]
+        return result
+
+    def _get_orders_query(self, states, changed=None):
+        """One row per ordering partner: orders, first and last order (UTC), total in
+        the company's currency.
+
         Repeat purchases (BG/NBD's x) are repeat orders: ``frequency - 1``. Counting
         distinct days instead sorted every order of the company (PostgreSQL 15 has no
         presorted DISTINCT aggregates): 2.5 times the bare RFM query at 10,000,000
         orders, for the few customers who order twice a day.
-
-        The rows are written in customer order: the predictions follow that order, and
-        so do the score rows (inserted in that order, then updated in place), so that
-        publishing updates the score table page after page instead of jumping between
-        pages (then each page is read and written once).
         """
-        ref_day = self._reference_day()
-        tz = self._company_tz()
-
-        def scope(alias):
-            if changed is None:
-                return SQL("TRUE")
-            return SQL("%s.commercial_partner_id = ANY(%s)", SQL.identifier(alias), changed)
-
         order_scope = SQL("TRUE")
         if changed is not None:
             order_scope = SQL(
@@ -454,104 +521,95 @@ class EcrmScoreRun(models.Model):
                                      WHERE commercial_partner_id = ANY(%s))""",
                 changed,
             )
-
-        def local_day(value):
-            return SQL("(%s AT TIME ZONE 'UTC' AT TIME ZONE %s)::date", value, tz)
-
         return SQL(
             """
-            CREATE UNLOGGED TABLE %(stage)s AS
-            WITH per_partner AS (
-                -- Grouped by ordering partner first: one hash aggregate over the orders,
-                -- as cheap as the bare RFM query, then rolled up to the customer.
-                SELECT o.partner_id, count(*) AS frequency, min(o.date_order) AS first_order,
-                       max(o.date_order) AS last_order,
-                       -- (orders in the company's currency have a rate of 1: no division)
-                       sum(CASE WHEN o.currency_rate = 1 THEN o.amount_untaxed
+            SELECT o.partner_id, count(*), min(o.date_order), max(o.date_order),
+                   -- (orders in the company's currency have a rate of 1: no division)
+                   COALESCE(sum(CASE WHEN o.currency_rate = 1 THEN o.amount_untaxed
                                 ELSE o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1)
-                           END) AS order_total
-                  FROM sale_order o
-                 WHERE o.company_id = %(company)s AND o.state IN %(states)s
-                   AND o.date_order <= %(ref)s AND %(order_scope)s
-              GROUP BY o.partner_id
-            ), customers AS (
-                SELECT p.commercial_partner_id AS partner_id, sum(pp.frequency) AS frequency,
-                       -- local days follow the UTC times' order
-                       %(first_day)s AS first_day, %(last_day)s AS last_day,
-                       sum(pp.order_total) AS order_total
-                  FROM per_partner pp
-                  JOIN res_partner p ON p.id = pp.partner_id
-              GROUP BY p.commercial_partner_id
-            ), refunds AS (
-                SELECT m.commercial_partner_id AS partner_id,
-                       sum(m.amount_untaxed_signed) AS refund
-                  FROM account_move m
-                 WHERE m.company_id = %(company)s AND m.move_type = 'out_refund'
-                   AND m.state = 'posted' AND m.invoice_date <= %(ref_day)s AND %(refund_scope)s
-              GROUP BY m.commercial_partner_id
-            ), engagement AS (
-                SELECT i.commercial_partner_id AS partner_id,
-                       count(*) FILTER (WHERE i.date > %(ref)s - interval '90 days') AS recent,
-                       avg((i.direction = 'inbound')::int) AS inbound_share,
-                       COALESCE(
-                           count(*) FILTER (WHERE i.direction = 'outbound'
-                                            AND i.outcome IN ('opened', 'clicked', 'replied'))
-                           ::float8 / NULLIF(count(*) FILTER (
-                               WHERE i.direction = 'outbound' AND i.campaign_id IS NOT NULL), 0),
-                           0) AS response_rate
-                  FROM ecrm_interaction i
-                 WHERE i.company_id = %(company)s
-                   AND i.date > %(ref)s - interval '365 days' AND i.date <= %(ref)s
-                   AND i.outcome IS DISTINCT FROM 'skipped' AND %(interaction_scope)s
-              GROUP BY i.commercial_partner_id
-            )
-            SELECT c.partner_id, c.frequency::int AS frequency, c.frequency::int - 1 AS x,
-                   c.last_day - c.first_day AS t_x, %(ref_day)s - c.first_day AS age,
-                   %(ref_day)s - c.last_day AS recency_days, c.first_day, c.last_day,
-                   c.order_total, COALESCE(r.refund, 0) AS refund,
-                   COALESCE(e.recent, 0)::int AS interactions_90d,
-                   COALESCE(e.inbound_share, 0)::float8 AS inbound_share,
-                   LEAST(COALESCE(e.response_rate, 0), 1)::float8 AS response_rate
-              FROM customers c
-         LEFT JOIN refunds r ON r.partner_id = c.partner_id
-         LEFT JOIN engagement e ON e.partner_id = c.partner_id
-          ORDER BY c.partner_id
+                                END), 0)::float8
+              FROM sale_order o
+             WHERE o.company_id = %(company)s AND o.state IN %(states)s
+               AND o.date_order <= %(ref)s AND %(order_scope)s
+          GROUP BY o.partner_id
             """,
-            stage=self._work_table(STAGE),
-            first_day=local_day(SQL("min(pp.first_order)")),
-            last_day=local_day(SQL("max(pp.last_order)")),
             company=self.company_id.id,
             states=states,
             ref=self.reference_date,
-            ref_day=ref_day,
             order_scope=order_scope,
-            refund_scope=scope("m"),
-            interaction_scope=scope("i"),
         )
 
-    def _fit(self):
+    def _customer_scope(self, alias, changed):
+        if changed is None:
+            return SQL("%s.commercial_partner_id IS NOT NULL", SQL.identifier(alias))
+        return SQL("%s.commercial_partner_id = ANY(%s)", SQL.identifier(alias), changed)
+
+    def _get_refunds_query(self, changed=None):
+        """Posted credit notes (untaxed, negative) per customer, up to the reference day."""
+        return SQL(
+            """
+            SELECT m.commercial_partner_id, sum(m.amount_untaxed_signed)::float8
+              FROM account_move m
+             WHERE m.company_id = %(company)s AND m.move_type = 'out_refund'
+               AND m.state = 'posted' AND m.invoice_date <= %(ref_day)s AND %(scope)s
+          GROUP BY m.commercial_partner_id
+            """,
+            company=self.company_id.id,
+            ref_day=self._reference_day(),
+            scope=self._customer_scope("m", changed),
+        )
+
+    def _get_engagement_query(self, changed=None):
+        """Per customer, over the year before the reference date: interactions in the
+        last 90 days, share of inbound ones, share of campaign touches answered."""
+        return SQL(
+            """
+            SELECT i.commercial_partner_id,
+                   count(*) FILTER (WHERE i.date > %(ref)s - interval '90 days')::int4,
+                   avg((i.direction = 'inbound')::int)::float8,
+                   LEAST(COALESCE(
+                       count(*) FILTER (WHERE i.direction = 'outbound'
+                                        AND i.outcome IN ('opened', 'clicked', 'replied'))
+                       ::float8 / NULLIF(count(*) FILTER (
+                           WHERE i.direction = 'outbound' AND i.campaign_id IS NOT NULL), 0),
+                       0), 1)::float8
+              FROM ecrm_interaction i
+             WHERE i.company_id = %(company)s
+               AND i.date > %(ref)s - interval '365 days' AND i.date <= %(ref)s
+               AND i.outcome IS DISTINCT FROM 'skipped' AND %(scope)s
+          GROUP BY i.commercial_partner_id
+            """,
+            company=self.company_id.id,
+            ref=self.reference_date,
+            scope=self._customer_scope("i", changed),
+        )
+
+    def _fit(self, customers):
         """Fit the quintile bounds of recency, frequency and monetary value within the
         company (the highest value scoring 1..4, ties in one quintile: see
         ``quintile_bounds``), then BG/NBD and Gamma-Gamma on the company's summary."""
         from ..tools import clv  # noqa: PLC0415 - scipy is only needed by the scoring
 
-        # One read of the stage (8 float8 per customer: 64 MB per million customers).
-        values = copy_out_float8(
-            self.env.cr,
-            SQL(
-                """SELECT -recency_days::float8, frequency::float8,
-                          (order_total + refund)::float8, x::float8, t_x::float8, age::float8,
-                          (order_total / frequency)::float8, (order_total > 0)::int::float8
-                     FROM %s""",
-                self._work_table(STAGE),
+        self.bounds = {
+            "r": quintile_bounds(-customers["recency_days"]),
+            "f": quintile_bounds(customers["frequency"]),
+            "m": quintile_bounds(customers["order_total"] + customers["refund"]),
+        }
+        # BG/NBD on the distinct (x, t_x, age) of customers older than a day, with counts
+        # (integer days: a few 10^5 rows for 10^6 customers).
+        older = customers["age"] > 0
+        summary, weights = np.unique(
+            np.column_stack(
+                [customers["x"][older], customers["t_x"][older], customers["age"][older]]
             ),
-            8,
+            axis=0,
+            return_counts=True,
         )
-        self.bounds = {key: quintile_bounds(values[:, index]) for index, key in enumerate("rfm")}
-        # BG/NBD on the distinct (x, t_x, age) of customers older than a day, with counts.
-        summary, weights = np.unique(values[values[:, 5] > 0][:, 3:6], axis=0, return_counts=True)
-        spend = values[(values[:, 3] > 0) & (values[:, 7] > 0)][:, [3, 6]]
-        del values
+        summary = summary.astype(np.float64)
+        # Gamma-Gamma on the repeat buyers' average order value.
+        buyers = (customers["x"] > 0) & (customers["order_total"] > 0)
+        spend_x = customers["x"][buyers].astype(np.float64)
+        spend_m = customers["order_total"][buyers] / customers["frequency"][buyers]
         # The company's last fit is a close start: nightly refits converge in a few steps.
         previous = self.search(
             [
@@ -575,8 +633,8 @@ class EcrmScoreRun(models.Model):
                 else None,
             )
             gg = clv.fit_gamma_gamma(
-                spend[:, 0],
-                spend[:, 1],
+                spend_x,
+                spend_m,
                 initial=(previous.gg_p, previous.gg_q, previous.gg_v) if previous else None,
             )
             if not gg.get("mean_defined", True):
@@ -621,72 +679,84 @@ class EcrmScoreRun(models.Model):
             }
         )
 
-    def _step_predict(self, batch_size):
-        """Score the next ``batch_size`` customers or so: the stage is read in chunks of
-        pages (a TID range scan: no index, no sort, each page read once)."""
-        cr = self.env.cr
-        stage = self._work_table(STAGE)
-        cr.execute(
+    def _create_result_table(self):
+        self.env.cr.execute(
             SQL(
-                """SELECT relpages, reltuples FROM pg_class
-                    WHERE oid = %s::regclass""",
-                self._work_table(STAGE, as_name=True),
+                "CREATE UNLOGGED TABLE %s (partner_id int4 NOT NULL, %s)",
+                self._work_table(RESULT),
+                SQL(", ").join(
+                    SQL("%s %s", SQL.identifier(name), SQL(pg_type))
+                    for name, pg_type in RESULT_COLUMNS
+                ),
             )
         )
-        pages, tuples = cr.fetchone()
-        start = self.progress_block
-        if start >= pages or tuples <= 0:
-            self.step = "publish"
-            return 0
-        end = start + max(1, math.ceil(batch_size * pages / tuples))
-        rows = copy_out_float8(
-            cr,
-            SQL(
-                """
-                SELECT partner_id::float8, frequency::float8, x::float8, t_x::float8,
-                       age::float8, order_total::float8, refund::float8,
-                       interactions_90d::float8, inbound_share, response_rate,
-                       recency_days::float8
-                  FROM %s
-                 WHERE ctid >= %s::tid AND (ctid < %s::tid OR %s)
-                """,
-                stage,
-                f"({start},0)",
-                f"({end},0)",
-                end >= pages,  # the last batch reads to the end
-            ),
-            11,
-        )
-        self.progress_block = end
-        if not len(rows):
-            return 0
-        settings = self._settings()
-        tiers = self.env["ecrm.loyalty.tier"].sudo()._get_company_tiers(self.company_id)
-        model = self._get_model_params()
-        results = score_batch(
-            rows,
-            bounds=self.bounds,
-            segment_map=self.env["ecrm.rfm.segment"].sudo()._get_segment_map(),
-            weights=settings["weights"],
-            tiers=tiers,
-            model=model,
-            horizon_days=settings["horizon"],
-            discount_rate=settings["discount"],
-            backtest_days=self.backtest_days if self.run_type == "backtest" else 0,
-        )
-        partner_ids = rows[:, 0].astype(np.int32)
-        copy_in(
-            self.env.cr,
-            self._work_table(PREDICTION, as_name=True),
+
+    def _result_writer(self):
+        scale = self.company_id.currency_id.decimal_places
+        copy_types = {"numeric": ("numeric", scale), "varchar": ("text", 1)}
+        return CopyIn(
+            self._work_table(RESULT, as_name=True),
             [
-                ("partner_id", "int4", partner_ids),
+                ("partner_id", "int4"),
                 *(
-                    (name, "int4" if name in INTEGERS else "float8", values)
-                    for name, values in zip(PREDICTED, results, strict=True)
+                    (name, ("text", 3) if name == "rfm_code" else copy_types.get(pg_type, pg_type))
+                    for name, pg_type in RESULT_COLUMNS
                 ),
             ],
         )
-        return len(rows)
+
+    def _score_batch(self, customers, settings):
+        """Score and predict a batch of customers (vectorised): the arrays of the result
+        table's columns, in the score table's types (amounts rounded to the currency)."""
+        tiers = self.env["ecrm.loyalty.tier"].sudo()._get_company_tiers(self.company_id)
+        r, f, m, segment, loyalty, tier, p_alive, e30, e90, e365, e_backtest, value, clv = (
+            score_batch(
+                customers,
+                bounds=self.bounds,
+                segment_map=self.env["ecrm.rfm.segment"].sudo()._get_segment_map(),
+                weights=settings["weights"],
+                tiers=tiers,
+                model=self._get_model_params(),
+                horizon_days=settings["horizon"],
+                discount_rate=settings["discount"],
+                backtest_days=self.backtest_days if self.run_type == "backtest" else 0,
+            )
+        )
+        scale = self.company_id.currency_id.decimal_places
+        order_total, refund = customers["order_total"], customers["refund"]
+        codes = RFM_CODES[(r - 1) * 25 + (f - 1) * 5 + (m - 1)]
+        r, f, m = DIGITS[r], DIGITS[f], DIGITS[m]
+        columns = {
+            "first_order_date": customers["first_day"],
+            "last_order_date": customers["last_day"],
+            "recency_days": customers["recency_days"],
+            "frequency": customers["frequency"],
+            "repeat_purchases": customers["x"],
+            "monetary_total": numeric_units(order_total + refund, scale),
+            "monetary_avg": numeric_units(
+                order_total / np.maximum(customers["frequency"], 1), scale
+            ),
+            "refund_total": numeric_units(-refund, scale),
+            "r_score": r,
+            "f_score": f,
+            "m_score": m,
+            "rfm_code": codes,
+            "segment_id": segment,
+            "interaction_count_recent": customers["interactions_90d"],
+            "inbound_share": customers["inbound_share"],
+            "campaign_response_rate": customers["response_rate"],
+            "loyalty_score": loyalty,
+            "tier_id": tier,
+            "p_alive": p_alive,
+            "churn_risk": 1.0 - p_alive,
+            "expected_purchases_30": e30,
+            "expected_purchases_90": e90,
+            "expected_purchases_365": e365,
+            "expected_order_value": numeric_units(value, scale),
+            "clv": numeric_units(clv, scale),
+            "expected_purchases_backtest": e_backtest,
+        }
+        return [customers["partner_id"], *(columns[name] for name, _type in RESULT_COLUMNS)]
 
     def _get_model_params(self):
         if not self.model_fitted:
@@ -715,46 +785,25 @@ class EcrmScoreRun(models.Model):
         return self.customers_scored
 
     def _publish_scores(self):
-        """Write the staged scores into ``ecrm.customer.score`` in three statements.
+        """Write the result into ``ecrm.customer.score`` in three statements.
 
         An UPDATE of the existing rows rather than an INSERT ... ON CONFLICT DO UPDATE:
         the latter locks each conflicting row first (one more WAL record per row), and
         the update, touching no indexed column, stays heap-only (see the table's
-        fillfactor). Then the new customers are inserted, and a full run deletes the
-        scores of customers without counted orders any more.
+        fillfactor). The result holds the score table's columns in its types: the update
+        copies them as they are. Then the new customers are inserted, and a full run
+        deletes the scores of customers without counted orders any more.
         """
         self.env["ecrm.customer.score"].flush_model()
         cr = self.env.cr
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
-        cr.execute(SQL("ANALYZE %s", self._work_table(PREDICTION)))
-        staged = self._staged_sql()
+        result = self._work_table(RESULT)
+        published = [
+            name for name, _type in RESULT_COLUMNS if name != "expected_purchases_backtest"
+        ]
         values = [
             ("scored_at", SQL("%s", self.reference_date)),
-            ("first_order_date", SQL("s.first_day")),
-            ("last_order_date", SQL("s.last_day")),
-            ("recency_days", SQL("s.recency_days")),
-            ("frequency", SQL("s.frequency")),
-            ("repeat_purchases", SQL("s.x")),
-            ("monetary_total", SQL("s.order_total + s.refund")),
-            ("monetary_avg", SQL("s.order_total / s.frequency")),
-            ("refund_total", SQL("-s.refund")),
-            ("r_score", SQL("s.r_score::varchar")),
-            ("f_score", SQL("s.f_score::varchar")),
-            ("m_score", SQL("s.m_score::varchar")),
-            ("rfm_code", SQL("s.r_score::varchar || s.f_score::varchar || s.m_score::varchar")),
-            ("segment_id", SQL("NULLIF(s.segment_id, 0)")),
-            ("interaction_count_recent", SQL("s.interactions_90d")),
-            ("inbound_share", SQL("s.inbound_share")),
-            ("campaign_response_rate", SQL("s.response_rate")),
-            ("loyalty_score", SQL("s.loyalty")),
-            ("tier_id", SQL("NULLIF(s.tier_id, 0)")),
-            ("p_alive", SQL("s.p_alive")),
-            ("churn_risk", SQL("1 - s.p_alive")),
-            ("expected_purchases_30", SQL("s.e30")),
-            ("expected_purchases_90", SQL("s.e90")),
-            ("expected_purchases_365", SQL("s.e365")),
-            ("expected_order_value", SQL("s.exp_value")),
-            ("clv", SQL("s.clv")),
+            *((name, self._published(name)) for name in published),
             ("write_uid", SQL("%s", self.env.uid)),
             ("write_date", SQL("now() AT TIME ZONE 'UTC'")),
         ]
@@ -773,34 +822,34 @@ class EcrmScoreRun(models.Model):
             SQL(
                 """
                 UPDATE ecrm_customer_score c SET (%(columns)s) = (%(expressions)s)
-                  FROM %(staged)s s
-                 WHERE c.partner_id = s.partner_id AND c.company_id = s.company_id
+                  FROM %(result)s f
+                 WHERE c.partner_id = f.partner_id AND c.company_id = %(company)s
                 """,
                 columns=SQL(", ").join(SQL.identifier(name) for name, _value in updates),
                 expressions=SQL(", ").join(value for _name, value in updates),
-                staged=staged,
+                result=result,
+                company=self.company_id.id,
             )
         )
-        columns = SQL(", ").join(SQL.identifier(name) for name, _value in values)
-        expressions = SQL(", ").join(value for _name, value in values)
         if cr.rowcount < self.customers_scored:  # some customers have no score yet
             cr.execute(
                 SQL(
                     """
                     INSERT INTO ecrm_customer_score (
                         partner_id, company_id, create_uid, create_date, %(columns)s)
-                    SELECT s.partner_id, s.company_id, %(uid)s, now() AT TIME ZONE 'UTC',
+                    SELECT f.partner_id, %(company)s, %(uid)s, now() AT TIME ZONE 'UTC',
                            %(expressions)s
-                      FROM %(staged)s s
+                      FROM %(result)s f
                      WHERE NOT EXISTS (SELECT FROM ecrm_customer_score c
-                                        WHERE c.partner_id = s.partner_id
-                                          AND c.company_id = s.company_id)
-                  ORDER BY s.partner_id
+                                        WHERE c.partner_id = f.partner_id
+                                          AND c.company_id = %(company)s)
+                  ORDER BY f.partner_id
                     """,
-                    columns=columns,
-                    expressions=expressions,
+                    columns=SQL(", ").join(SQL.identifier(name) for name, _value in values),
+                    expressions=SQL(", ").join(value for _name, value in values),
+                    company=self.company_id.id,
                     uid=self.env.uid,
-                    staged=staged,
+                    result=result,
                 )
             )
         if self.run_type == "full" and self._count_scores() > self.customers_scored:
@@ -809,10 +858,10 @@ class EcrmScoreRun(models.Model):
                 SQL(
                     """DELETE FROM ecrm_customer_score c
                         WHERE c.company_id = %s
-                          AND NOT EXISTS (SELECT FROM %s st WHERE st.partner_id = c.partner_id)
+                          AND NOT EXISTS (SELECT FROM %s f WHERE f.partner_id = c.partner_id)
                     """,
                     self.company_id.id,
-                    self._work_table(STAGE),
+                    result,
                 )
             )
         self.env["ecrm.customer.score"].invalidate_model()
@@ -842,12 +891,11 @@ class EcrmScoreRun(models.Model):
                     period, partner_id, company_id, run_id, r_score, f_score, m_score,
                     segment_id, tier_id, loyalty_score, churn_risk, clv, monetary_total,
                     create_uid, create_date, write_uid, write_date)
-                SELECT %(period)s, s.partner_id, s.company_id, s.run_id, s.r_score::varchar,
-                       s.f_score::varchar, s.m_score::varchar, NULLIF(s.segment_id, 0),
-                       NULLIF(s.tier_id, 0), s.loyalty, 1 - s.p_alive, s.clv,
-                       s.order_total + s.refund,
+                SELECT %(period)s, f.partner_id, %(company)s, %(run)s, f.r_score, f.f_score,
+                       f.m_score, %(segment)s, %(tier)s, f.loyalty_score, %(churn_risk)s,
+                       %(clv)s, f.monetary_total,
                        %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
-                  FROM %(staged)s s
+                  FROM %(result)s f
                 ON CONFLICT (partner_id, company_id, period) DO UPDATE SET
                     run_id = EXCLUDED.run_id, r_score = EXCLUDED.r_score,
                     f_score = EXCLUDED.f_score, m_score = EXCLUDED.m_score,
@@ -857,9 +905,14 @@ class EcrmScoreRun(models.Model):
                     write_date = EXCLUDED.write_date
                 """,
                 period=period,
+                company=self.company_id.id,
                 uid=self.env.uid,
                 run=self.id,
-                staged=self._staged_sql(),
+                segment=self._published("segment_id"),
+                tier=self._published("tier_id"),
+                churn_risk=self._published("churn_risk"),
+                clv=self._published("clv"),
+                result=self._work_table(RESULT),
             )
         )
         self.env["ecrm.customer.score.history"].invalidate_model()
@@ -879,19 +932,19 @@ class EcrmScoreRun(models.Model):
                        AND o.date_order > %(ref)s AND o.date_order <= %(end)s
                   GROUP BY p.commercial_partner_id
                 )
-                SELECT LEAST(s.x, 7) AS bucket, count(*), sum(COALESCE(s.e_backtest, 0)),
+                SELECT LEAST(f.repeat_purchases, 7) AS bucket, count(*),
+                       sum(COALESCE(NULLIF(f.expected_purchases_backtest, 'NaN'), 0)),
                        sum(COALESCE(a.purchases, 0))
-                  FROM %(staged)s s
-             LEFT JOIN actual a ON a.partner_id = s.partner_id
-              GROUP BY LEAST(s.x, 7)
+                  FROM %(result)s f
+             LEFT JOIN actual a ON a.partner_id = f.partner_id
+              GROUP BY LEAST(f.repeat_purchases, 7)
               ORDER BY 1
                 """,
                 company=self.company_id.id,
                 states=self._settings()["states"],
                 ref=self.reference_date,
                 end=end,
-                run=self.id,
-                staged=self._staged_sql(),
+                result=self._work_table(RESULT),
             )
         )
         lines = [

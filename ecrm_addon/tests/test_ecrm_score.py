@@ -1,4 +1,4 @@
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 import numpy as np
 import pytz
@@ -8,8 +8,8 @@ from odoo.exceptions import AccessError, UserError
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import SQL
 
-from ..models.ecrm_score_math import quintile_bounds, quintile_scores
-from ..tools.pgcopy import copy_in, copy_out_float8
+from ..models.ecrm_score_math import local_days, quintile_bounds, quintile_scores
+from ..tools.pgcopy import copy_in, copy_out, copy_out_float8, date_to_days, numeric_units
 from .common import EcrmCommon
 
 BRUSSELS = pytz.timezone("Europe/Brussels")
@@ -315,18 +315,15 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(score.rescore_requested_at, requested)
 
     def _work_tables(self, run):
-        self.env.cr.execute(
-            "SELECT to_regclass(%s), to_regclass(%s)",
-            [f"ecrm_score_stage_{run.id}", f"ecrm_score_prediction_{run.id}"],
-        )
+        self.env.cr.execute("SELECT to_regclass(%s)", [f"ecrm_score_result_{run.id}"])
         return [name for name in self.env.cr.fetchone() if name]
 
     def test_work_tables_dropped(self):
         run = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
         run._execute_step()  # aggregate
-        self.assertEqual(len(self._work_tables(run)), 2)
+        self.assertEqual(len(self._work_tables(run)), 1)
         self.Run._gc_work_tables()
-        self.assertEqual(len(self._work_tables(run)), 2, "a pending run keeps its tables")
+        self.assertEqual(len(self._work_tables(run)), 1, "a pending run keeps its table")
         run._execute_all()
         self.assertEqual(self._work_tables(run), [], "a finished run drops its tables")
         # A run killed for good (deleted, or failed) leaves tables the cron drops.
@@ -356,9 +353,8 @@ class TestEcrmRfm(EcrmScoreCommon):
         self._order_on(self.c2, self._at(2), 75, company=self.company_r)
         later = self.now + timedelta(seconds=1)
         run = self.Run.create({"company_id": self.company_r.id, "reference_date": later})
-        run._execute_step()  # aggregate
-        run._execute_step()  # one predict batch, then the process "dies"
-        self.assertEqual(run.state, "running")
+        run._execute_step()  # aggregate and score, then the process "dies"
+        self.assertEqual((run.state, run.step), ("running", "publish"))
         self.assertEqual(self._score(self.c2).frequency, 1, "users still see the last run")
         self.assertEqual(self._score(self.c2).scored_at, first.reference_date)
         run._execute_all()  # the next cron call resumes
@@ -476,6 +472,28 @@ class TestEcrmScoreNumerics(TransactionCase):
             )
             self.assertEqual(scores.tolist(), [row[0] for row in self.env.cr.fetchall()])
 
+    def test_local_days_follow_postgresql(self):
+        """Local days of UTC timestamps as ``AT TIME ZONE`` gives them, across DST
+        changes, half-hour and 45-minute zones, before and after 2000-01-01."""
+        rng = np.random.default_rng(3)
+        day = 86_400_000_000
+        for tz in ("UTC", "Europe/Brussels", "America/Sao_Paulo", "Asia/Kolkata",
+                   "Pacific/Chatham", "Australia/Lord_Howe"):  # fmt: skip
+            stamps = rng.integers(-3 * 365 * day, 27 * 365 * day, 3000)
+            # and every minute around a day of a DST change in Brussels (2026-03-29)
+            change = (datetime(2026, 3, 29) - datetime(2000, 1, 1)) // timedelta(microseconds=1)
+            stamps = np.concatenate([stamps, change + np.arange(-180, 180) * 60_000_000 - 1])
+            self.env.cr.execute(
+                """SELECT ((timestamp '2000-01-01' + t * interval '1 microsecond')
+                           AT TIME ZONE 'UTC' AT TIME ZONE %s)::date - date '2000-01-01'
+                     FROM unnest(%s::int8[]) WITH ORDINALITY AS u(t, position)
+                 ORDER BY position""",
+                [tz, stamps.tolist()],
+            )
+            expected = [row[0] for row in self.env.cr.fetchall()]
+            self.assertEqual(local_days(stamps, tz).tolist(), expected, tz)
+        self.assertEqual(local_days(np.array([], dtype=np.int64), "Europe/Brussels").tolist(), [])
+
     def test_binary_copy_round_trip(self):
         cr = self.env.cr
         cr.execute("CREATE TEMP TABLE ecrm_copy_test (a int4, b float8) ON COMMIT DROP")
@@ -493,3 +511,42 @@ class TestEcrmScoreNumerics(TransactionCase):
         self.assertEqual(out[:, 0].tolist(), [1.0, 7.0, 2**31 - 1])
         with self.assertRaises(ValueError):  # a NULL is not a float8 value
             copy_out_float8(cr, SQL("SELECT NULL::float8, 1::float8"), 2)
+
+    def test_binary_copy_score_types(self):
+        """Dates, amounts rounded to the currency and codes, as the scoring writes them."""
+        cr = self.env.cr
+        cr.execute(
+            """CREATE TEMP TABLE ecrm_copy_types (
+                   id int4, day date, amount numeric, amount3 numeric, code varchar)
+               ON COMMIT DROP"""
+        )
+        days = [date(2000, 1, 1), date(1999, 12, 31), date(2026, 2, 28), date(2100, 1, 1)]
+        amounts = np.array([1234.567, -0.004, np.nan, 1e13 + 0.25])
+        copy_in(
+            cr,
+            "ecrm_copy_types",
+            [
+                ("id", "int4", np.arange(4, dtype=np.int32)),
+                ("day", "date", np.array([date_to_days(day) for day in days])),
+                ("amount", ("numeric", 2), numeric_units(amounts, 2)),
+                ("amount3", ("numeric", 3), numeric_units(-amounts, 3)),
+                ("code", ("text", 3), np.array([b"555", b"123", b"001", b"999"])),
+            ],
+        )
+        cr.execute("SELECT day, amount::text, amount3::text, code FROM ecrm_copy_types ORDER BY id")
+        self.assertEqual(
+            cr.fetchall(),
+            [
+                (days[0], "1234.57", "-1234.567", "555"),
+                (days[1], "0.00", "0.004", "123"),
+                (days[2], "NaN", "NaN", "001"),
+                (days[3], "10000000000000.25", "-10000000000000.250", "999"),
+            ],
+        )
+        ids, day_numbers = copy_out(
+            cr, SQL("SELECT id, day FROM ecrm_copy_types"), ["int4", "date"]
+        )
+        self.assertEqual(ids.tolist(), [0, 1, 2, 3])
+        self.assertEqual(day_numbers.tolist(), [0, -1, date_to_days(days[2]), 36525])
+        with self.assertRaises(ValueError):  # too large for the numeric columns
+            numeric_units([1e17], 2)

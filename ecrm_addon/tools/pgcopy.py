@@ -1,4 +1,4 @@
-"""Numeric columns between PostgreSQL and numpy with binary COPY.
+"""Columns between PostgreSQL and numpy with binary COPY.
 
 The scoring moves every customer of a company through Python once (to fit the models
 and predict): fetching rows as Python tuples and writing them back as text costs more
@@ -11,8 +11,21 @@ Format (https://www.postgresql.org/docs/15/sql-copy.html#id-1.9.3.55.9.4): an 11
 signature, a 32-bit flags field and a 32-bit header extension length; per row a 16-bit
 field count and, per field, a 32-bit length followed by the value in network byte order
 (-1 and no value for NULL); a 16-bit -1 ends the data.
+
+Supported types, each with a fixed size:
+
+- ``int4``, ``int8``, ``float8``;
+- ``date``: days since 2000-01-01 as int32 (PostgreSQL's own binary date);
+- ``timestamp`` (without time zone): microseconds since 2000-01-01 as int64;
+- ``numeric``: int64 amounts in units of 10^-scale (``("numeric", scale)``), written as
+  a fixed number of base-10000 digit groups (PostgreSQL strips the leading and trailing
+  zero groups it receives: ``numeric_recv``); NaN is written for ``NUMERIC_NAN``
+  (``NAN_UNITS``);
+- ``("text", width)``: byte strings of exactly ``width`` bytes (numpy ``S<width>``), into
+  text or varchar columns.
 """
 
+import datetime
 import io
 
 import numpy as np
@@ -22,60 +35,183 @@ from odoo.tools import SQL
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
-# numpy dtype of each supported PostgreSQL type, in network byte order.
-TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
+# numpy dtype of each fixed-size PostgreSQL type, in network byte order.
+TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "date": ">i4", "timestamp": ">i8"}
+POSTGRES_EPOCH = datetime.date(2000, 1, 1)
+# numeric: sign words of numeric_recv, integer digit groups (amounts below 10^16 units
+# of the currency), and the marker of a NaN amount.
+NUMERIC_POS, NUMERIC_NEG, NUMERIC_NAN = 0x0000, 0x4000, 0xC000
+NUMERIC_INT_GROUPS = 4
+NAN_UNITS = np.iinfo(np.int64).min
+
+
+def _type_key(pg_type):
+    return pg_type if isinstance(pg_type, str) else pg_type[0]
+
+
+def _numeric_groups(scale):
+    return NUMERIC_INT_GROUPS + (scale + 3) // 4
+
+
+def _value_dtype(pg_type):
+    kind = _type_key(pg_type)
+    if kind == "numeric":
+        groups = _numeric_groups(pg_type[1])
+        return np.dtype(
+            [("n", ">i2"), ("w", ">i2"), ("s", ">u2"), ("d", ">u2"), ("g", ">i2", (groups,))]
+        )
+    if kind == "text":
+        return np.dtype(f"S{pg_type[1]}")
+    return np.dtype(TYPES[kind])
 
 
 def _row_dtype(types):
     fields = [("count", ">i2")]
     for index, pg_type in enumerate(types):
-        fields += [(f"len{index}", ">i4"), (f"val{index}", TYPES[pg_type])]
+        fields += [(f"len{index}", ">i4"), (f"val{index}", _value_dtype(pg_type))]
     return np.dtype(fields)
+
+
+def date_to_days(day):
+    """A date as the int32 of PostgreSQL's binary format."""
+    return (day - POSTGRES_EPOCH).days
+
+
+def copy_out(cr, query, types):
+    """Run ``query`` (an ``SQL`` selecting columns of the fixed-size ``types``: int4,
+    int8, float8, date, timestamp, never NULL) and return one numpy array per column."""
+    buffer = io.BytesIO()
+    statement = SQL("COPY (%s) TO STDOUT WITH (FORMAT binary)", query)
+    cr.copy_expert(cr.mogrify(statement.code, statement.params).decode(), buffer)
+    data = buffer.getbuffer()
+    if bytes(data[: len(SIGNATURE)]) != SIGNATURE or bytes(data[-len(TRAILER) :]) != TRAILER:
+        raise ValueError("not a PostgreSQL binary COPY stream")
+    dtype = _row_dtype(types)
+    body = data[len(HEADER) : -len(TRAILER)]
+    if len(body) % dtype.itemsize:
+        raise ValueError("binary COPY rows are not of the expected types, or hold a NULL")
+    rows = np.frombuffer(body, dtype=dtype)
+    sizes = [np.dtype(TYPES[pg_type]).itemsize for pg_type in types]
+    if len(rows) and not (
+        (rows["count"] == len(types)).all()
+        and all((rows[f"len{i}"] == size).all() for i, size in enumerate(sizes))
+    ):
+        raise ValueError("binary COPY rows are not of the expected types, or hold a NULL")
+    columns = [
+        rows[f"val{index}"].astype(TYPES[pg_type][1:]) for index, pg_type in enumerate(types)
+    ]
+    del rows, body, data
+    buffer.close()
+    return columns
 
 
 def copy_out_float8(cr, query, ncols):
     """Run ``query`` (an ``SQL`` selecting ``ncols`` float8 columns that are never NULL)
     and return its rows as a float64 array of shape (rows, ncols)."""
-    buffer = io.BytesIO()
-    statement = SQL("COPY (%s) TO STDOUT WITH (FORMAT binary)", query)
-    cr.copy_expert(cr.mogrify(statement.code, statement.params).decode(), buffer)
-    data = buffer.getvalue()
-    if not data.startswith(SIGNATURE) or not data.endswith(TRAILER):
-        raise ValueError("not a PostgreSQL binary COPY stream")
-    dtype = _row_dtype(["float8"] * ncols)
-    body = data[len(HEADER) : -len(TRAILER)]
-    if len(body) % dtype.itemsize:
-        raise ValueError("binary COPY rows are not float8 columns without NULL")
-    rows = np.frombuffer(body, dtype=dtype)
-    if len(rows) and not (
-        (rows["count"] == ncols).all() and all((rows[f"len{i}"] == 8).all() for i in range(ncols))
-    ):
-        raise ValueError("binary COPY rows are not float8 columns without NULL")
-    result = np.empty((len(rows), ncols), dtype=np.float64)
-    for index in range(ncols):
-        result[:, index] = rows[f"val{index}"]
+    columns = copy_out(cr, query, ["float8"] * ncols)
+    result = np.empty((len(columns[0]), ncols), dtype=np.float64)
+    for index, values in enumerate(columns):
+        result[:, index] = values
     return result
 
 
-def copy_in(cr, table, columns):
-    """Append rows to ``table`` with one binary COPY.
+def numeric_units(values, scale):
+    """Amounts rounded to ``scale`` decimals, as int64 units for a numeric column (NaN
+    and infinities: ``NAN_UNITS``)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    units = np.rint(np.where(finite, values, 0.0) * 10.0**scale)
+    if np.any(np.abs(units) >= min(10.0 ** (4 * NUMERIC_INT_GROUPS + scale), 2.0**62)):
+        raise ValueError("amount too large for the scoring's numeric columns")
+    return np.where(finite, units.astype(np.int64), NAN_UNITS)
 
-    ``columns`` is a list of (column name, PostgreSQL type, array) of equal lengths;
-    types are ``int4``, ``int8`` or ``float8`` (NaN is stored as NaN: callers turn it
-    into NULL where they read it, if they need to).
+
+def _encode_numeric(target, units, scale):
+    """Fill the structured array ``target`` (n, w, s, d, g) from int64 ``units``."""
+    frac_groups = (scale + 3) // 4
+    nan = units == NAN_UNITS
+    magnitude = np.abs(np.where(nan, 0, units))
+    integer, fraction = np.divmod(magnitude, 10**scale)
+    fraction = fraction * 10 ** (4 * frac_groups - scale)  # left-aligned in its groups
+    count = len(units)
+    target["n"] = np.full(count, NUMERIC_INT_GROUPS + frac_groups, dtype=">i2")
+    target["w"] = np.full(count, NUMERIC_INT_GROUPS - 1, dtype=">i2")
+    target["s"] = np.where(nan, NUMERIC_NAN, np.where(units < 0, NUMERIC_NEG, NUMERIC_POS))
+    target["d"] = np.full(count, scale, dtype=">u2")
+    groups = target["g"]
+    for index in range(NUMERIC_INT_GROUPS - 1, -1, -1):
+        integer, groups[:, index] = np.divmod(integer, 10000)
+    for index in range(frac_groups - 1, -1, -1):
+        fraction, groups[:, NUMERIC_INT_GROUPS + index] = np.divmod(fraction, 10000)
+
+
+class _Reader:
+    """The COPY data (header, records, trailer) read in slices, without joining them
+    into one more copy of the records: the file that ``copy_expert`` reads."""
+
+    def __init__(self, *parts):
+        self._parts = [memoryview(part) for part in parts]
+        self._offset = 0
+
+    # a file's read, not a model's
+    def read(self, size=-1):  # pylint: disable=method-required-super
+        while self._parts:
+            part = self._parts[0]
+            if self._offset < len(part):
+                end = len(part) if size is None or size < 0 else self._offset + size
+                chunk = bytes(part[self._offset : end])
+                self._offset += len(chunk)
+                return chunk
+            self._parts.pop(0)
+            self._offset = 0
+        return b""
+
+
+class CopyIn:
+    """Batches of rows appended to ``table`` with one binary COPY each.
+
+    ``columns`` is a list of (column name, type): ``int4``, ``int8``, ``float8`` (NaN
+    is stored as NaN: callers turn it into NULL where they need to), ``date`` (int32
+    days since 2000-01-01), ``("numeric", scale)`` (int64 units from ``numeric_units``)
+    or ``("text", width)`` (byte strings). The record buffer is kept from one batch to
+    the next: allocating fresh memory for every batch cost more than encoding it.
     """
-    names = [name for name, _type, _values in columns]
-    types = [pg_type for _name, pg_type, _values in columns]
-    count = len(columns[0][2])
-    rows = np.empty(count, dtype=_row_dtype(types))
-    rows["count"] = len(columns)
-    for index, (_name, pg_type, values) in enumerate(columns):
-        rows[f"len{index}"] = np.dtype(TYPES[pg_type]).itemsize
-        rows[f"val{index}"] = values
-    buffer = io.BytesIO(HEADER + rows.tobytes() + TRAILER)
-    statement = SQL(
-        "COPY %s (%s) FROM STDIN WITH (FORMAT binary)",
-        SQL.identifier(table),
-        SQL(", ").join(SQL.identifier(name) for name in names),
+
+    def __init__(self, table, columns):
+        self.table = table
+        self.names = [name for name, _type in columns]
+        self.types = [pg_type for _name, pg_type in columns]
+        self.dtype = _row_dtype(self.types)
+        self._buffer = np.empty(0, dtype=self.dtype)
+
+    def append(self, cr, arrays):
+        """Append one row per element of the ``arrays`` (one per column, equal lengths)."""
+        count = len(arrays[0])
+        if len(self._buffer) < count:
+            self._buffer = np.empty(count, dtype=self.dtype)
+            # (whole arrays: numpy assigns a scalar to a field of a wide record slowly)
+            self._buffer["count"] = np.full(count, len(self.types), dtype=">i2")
+            for index in range(len(self.types)):
+                size = self._buffer.dtype[f"val{index}"].itemsize
+                self._buffer[f"len{index}"] = np.full(count, size, dtype=">i4")
+        rows = self._buffer[:count]
+        for index, (pg_type, values) in enumerate(zip(self.types, arrays, strict=True)):
+            if _type_key(pg_type) == "numeric":
+                _encode_numeric(rows[f"val{index}"], np.asarray(values, dtype=np.int64), pg_type[1])
+            else:
+                rows[f"val{index}"] = values
+        statement = SQL(
+            "COPY %s (%s) FROM STDIN WITH (FORMAT binary)",
+            SQL.identifier(self.table),
+            SQL(", ").join(SQL.identifier(name) for name in self.names),
+        )
+        reader = _Reader(HEADER, rows.view(np.uint8), TRAILER)
+        cr.copy_expert(statement.code, reader, size=1 << 20)
+
+
+def copy_in(cr, table, columns):
+    """Append rows to ``table`` with one binary COPY: ``columns`` is a list of
+    (column name, type, array) of equal lengths, types as ``CopyIn`` takes them."""
+    CopyIn(table, [(name, pg_type) for name, pg_type, _values in columns]).append(
+        cr, [values for _name, _type, values in columns]
     )
-    cr.copy_expert(statement.code, buffer)
