@@ -1,6 +1,8 @@
+import functools
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
@@ -11,7 +13,7 @@ from odoo.exceptions import UserError
 from odoo.tools import SQL
 
 from ..tools.pgcopy import CopyIn, copy_out, date_to_days, numeric_units
-from .ecrm_score_math import local_days, quintile_bounds, score_batch
+from .ecrm_score_math import distinct_rows, local_days, quintile_bounds, score_batch
 
 _logger = logging.getLogger(__name__)
 
@@ -411,11 +413,23 @@ class EcrmScoreRun(models.Model):
         self._drop_work_tables()
         self._create_result_table()
         count = len(customers["partner_id"])
-        writer = self._result_writer()
+        writer, scorer = self._result_writer(), self._scorer(settings)
         batch_size = max(1, batch_size)
-        for start in range(0, count, batch_size):
-            batch = {name: values[start : start + batch_size] for name, values in customers.items()}
-            writer.append(self.env.cr, self._score_batch(batch, settings))
+        # Each batch is written (encoded, then parsed by PostgreSQL) while the next one
+        # is scored: one thread sends, the other computes (numpy and COPY release the
+        # GIL), and the cursor is only used by the sending thread meanwhile.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecrm_score_copy") as sender:
+            sending = None
+            for start in range(0, count, batch_size):
+                batch = {
+                    name: values[start : start + batch_size] for name, values in customers.items()
+                }
+                columns = scorer(batch)
+                if sending:
+                    sending.result()
+                sending = sender.submit(writer.append, self.env.cr, columns)
+            if sending:
+                sending.result()
         self.write({"step": "publish", "customers_scored": count})
         return count
 
@@ -598,14 +612,9 @@ class EcrmScoreRun(models.Model):
         # BG/NBD on the distinct (x, t_x, age) of customers older than a day, with counts
         # (integer days: a few 10^5 rows for 10^6 customers).
         older = customers["age"] > 0
-        summary, weights = np.unique(
-            np.column_stack(
-                [customers["x"][older], customers["t_x"][older], customers["age"][older]]
-            ),
-            axis=0,
-            return_counts=True,
+        summary, weights = distinct_rows(
+            customers["x"][older], customers["t_x"][older], customers["age"][older]
         )
-        summary = summary.astype(np.float64)
         # Gamma-Gamma on the repeat buyers' average order value.
         buyers = (customers["x"] > 0) & (customers["order_total"] > 0)
         spend_x = customers["x"][buyers].astype(np.float64)
@@ -705,24 +714,29 @@ class EcrmScoreRun(models.Model):
             ],
         )
 
-    def _score_batch(self, customers, settings):
-        """Score and predict a batch of customers (vectorised): the arrays of the result
-        table's columns, in the score table's types (amounts rounded to the currency)."""
-        tiers = self.env["ecrm.loyalty.tier"].sudo()._get_company_tiers(self.company_id)
-        r, f, m, segment, loyalty, tier, p_alive, e30, e90, e365, e_backtest, value, clv = (
-            score_batch(
-                customers,
-                bounds=self.bounds,
-                segment_map=self.env["ecrm.rfm.segment"].sudo()._get_segment_map(),
-                weights=settings["weights"],
-                tiers=tiers,
-                model=self._get_model_params(),
-                horizon_days=settings["horizon"],
-                discount_rate=settings["discount"],
-                backtest_days=self.backtest_days if self.run_type == "backtest" else 0,
-            )
-        )
+    def _scorer(self, settings):
+        """The function scoring a batch of customers: pure numpy (no ORM, no query), it
+        returns the arrays of the result table's columns in the score table's types
+        (amounts rounded to the currency)."""
+        options = {
+            "bounds": self.bounds,
+            # sudo: the run's configuration, whoever started it
+            "segment_map": self.env["ecrm.rfm.segment"].sudo()._get_segment_map(),
+            "weights": settings["weights"],
+            "tiers": self.env["ecrm.loyalty.tier"].sudo()._get_company_tiers(self.company_id),
+            "model": self._get_model_params(),
+            "horizon_days": settings["horizon"],
+            "discount_rate": settings["discount"],
+            "backtest_days": self.backtest_days if self.run_type == "backtest" else 0,
+        }
         scale = self.company_id.currency_id.decimal_places
+        return functools.partial(self._score_batch, options=options, scale=scale)
+
+    @staticmethod
+    def _score_batch(customers, options, scale):
+        r, f, m, segment, loyalty, tier, p_alive, e30, e90, e365, e_backtest, value, clv = (
+            score_batch(customers, **options)
+        )
         order_total, refund = customers["order_total"], customers["refund"]
         codes = RFM_CODES[(r - 1) * 25 + (f - 1) * 5 + (m - 1)]
         r, f, m = DIGITS[r], DIGITS[f], DIGITS[m]
@@ -772,6 +786,12 @@ class EcrmScoreRun(models.Model):
         }
 
     def _step_publish(self):
+        if self.customers_scored and not self._result_is_whole():
+            # The result table is unlogged: after a crash of the database server it is
+            # empty (or gone), and publishing it would delete every score. Start over.
+            _logger.warning("ecrm: %s: the scored customers were lost, scoring again", self.name)
+            self.step = "aggregate"
+            return 0
         if self.run_type == "backtest":
             self._publish_backtest()
         elif self.reference_date < fields.Datetime.now() - timedelta(days=1):
@@ -783,6 +803,15 @@ class EcrmScoreRun(models.Model):
         self._drop_work_tables()
         self.write({"state": "done", "step": False, "finished_at": fields.Datetime.now()})
         return self.customers_scored
+
+    def _result_is_whole(self):
+        self.env.cr.execute(
+            SQL("SELECT to_regclass(%s) IS NOT NULL", self._work_table(RESULT, as_name=True))
+        )
+        if not self.env.cr.fetchone()[0]:
+            return False
+        self.env.cr.execute(SQL("SELECT EXISTS (SELECT FROM %s)", self._work_table(RESULT)))
+        return self.env.cr.fetchone()[0]
 
     def _publish_scores(self):
         """Write the result into ``ecrm.customer.score`` in three statements.

@@ -8,7 +8,12 @@ from odoo.exceptions import AccessError, UserError
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import SQL
 
-from ..models.ecrm_score_math import local_days, quintile_bounds, quintile_scores
+from ..models.ecrm_score_math import (
+    distinct_rows,
+    local_days,
+    quintile_bounds,
+    quintile_scores,
+)
 from ..tools.pgcopy import copy_in, copy_out, copy_out_float8, date_to_days, numeric_units
 from .common import EcrmCommon
 
@@ -361,6 +366,22 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(self._score(self.c2).frequency, 2)
         self.assertEqual(self._score(self.c2).scored_at, later)
 
+    def test_result_lost_in_a_crash_is_scored_again(self):
+        """The result table is unlogged: a server crash empties it. Publishing must not
+        take that for "no customer any more" and delete every score."""
+        self._run()
+        self.assertEqual(self._score(self.c1).frequency, 3)
+        run = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        run._execute_step()  # aggregate and score
+        self.env.cr.execute(SQL("TRUNCATE %s", SQL.identifier(f"ecrm_score_result_{run.id}")))
+        run._execute_step()  # publish finds nothing: back to aggregating
+        self.assertEqual((run.state, run.step), ("running", "aggregate"))
+        self.assertEqual(self._score(self.c1).frequency, 3, "the scores are still there")
+        run._execute_all()
+        self.assertEqual(run.state, "done")
+        self.assertEqual(self._score(self.c1).frequency, 3)
+        self.assertEqual(self.Score.search_count([("company_id", "=", self.company_r.id)]), 7)
+
     def test_cron_scores_every_company(self):
         self.Run.search([]).unlink()
         for _call in range(100):
@@ -471,6 +492,18 @@ class TestEcrmScoreNumerics(TransactionCase):
                 [values.tolist()],
             )
             self.assertEqual(scores.tolist(), [row[0] for row in self.env.cr.fetchall()])
+
+    def test_distinct_rows(self):
+        rng = np.random.default_rng(5)
+        x, t_x = rng.integers(0, 40, 5000), rng.integers(0, 700, 5000)
+        age = t_x + rng.integers(0, 700, 5000)
+        for values in ((x, t_x, age), (np.r_[x, 1 << 30], np.r_[t_x, 3], np.r_[age, 9])):
+            rows, counts = distinct_rows(*values)
+            expected, expected_counts = np.unique(
+                np.column_stack(values), axis=0, return_counts=True
+            )
+            self.assertEqual(rows.tolist(), expected.tolist())
+            self.assertEqual(counts.tolist(), expected_counts.tolist())
 
     def test_local_days_follow_postgresql(self):
         """Local days of UTC timestamps as ``AT TIME ZONE`` gives them, across DST

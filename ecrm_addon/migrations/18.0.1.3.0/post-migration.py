@@ -13,9 +13,7 @@ def migrate(cr, version):
     )
     names = [name for (name,) in cr.fetchall()]
     if names:
-        cr.execute(
-            SQL("DROP TABLE IF EXISTS %s", SQL(", ").join(SQL.identifier(n) for n in names))
-        )
+        cr.execute(SQL("DROP TABLE IF EXISTS %s", SQL(", ").join(SQL.identifier(n) for n in names)))
     cr.execute(
         SQL(
             """UPDATE ecrm_score_run SET state = 'queued', step = NULL
