@@ -404,6 +404,10 @@ class EcrmScoreRun(models.Model):
             # partner order through the partner_id index, i.e. one random heap access per
             # order, much slower than the sequential scan.
             cr.execute(SQL("SET LOCAL enable_indexscan = off"))
+        else:
+            # A few customers' rows, through indexes: starting parallel workers for each
+            # query would cost more than reading them.
+            cr.execute(SQL("SET LOCAL max_parallel_workers_per_gather = 0"))
         customers = self._aggregate(settings["states"], changed)
         cr.execute(SQL("RESET enable_indexscan"))
         if self.run_type == "incremental":
@@ -464,7 +468,8 @@ class EcrmScoreRun(models.Model):
             cr,
             SQL(
                 """SELECT id, commercial_partner_id FROM res_partner
-                    WHERE parent_id IS NOT NULL AND commercial_partner_id != id"""
+                    WHERE parent_id IS NOT NULL AND commercial_partner_id != id AND %s""",
+                self._customer_scope("res_partner", changed),
             ),
             ["int4", "int4"],
         )
@@ -631,8 +636,11 @@ class EcrmScoreRun(models.Model):
             limit=1,
         )
         values = {"model_fitted": False}
-        try:
-            bgnbd = clv.fit_bgnbd(
+        # The two models are independent: fitted side by side (their likelihoods are
+        # numpy and scipy special functions over whole arrays, which release the GIL).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ecrm_score_fit") as fitter:
+            fitting_bgnbd = fitter.submit(
+                clv.fit_bgnbd,
                 summary[:, 0],
                 summary[:, 1],
                 summary[:, 2],
@@ -641,11 +649,15 @@ class EcrmScoreRun(models.Model):
                 if previous
                 else None,
             )
-            gg = clv.fit_gamma_gamma(
+            fitting_gg = fitter.submit(
+                clv.fit_gamma_gamma,
                 spend_x,
                 spend_m,
                 initial=(previous.gg_p, previous.gg_q, previous.gg_v) if previous else None,
             )
+        try:
+            bgnbd = fitting_bgnbd.result()
+            gg = fitting_gg.result()
             if not gg.get("mean_defined", True):
                 raise ValueError(self.env._("the order values have no finite mean (q <= 1)"))
         except ValueError as error:
