@@ -14,7 +14,7 @@ from ..models.ecrm_score_math import (
     quintile_bounds,
     quintile_scores,
 )
-from ..tools.pgcopy import copy_in, copy_out, copy_out_float8, date_to_days, numeric_units
+from ..tools.pgcopy import CopyIn, copy_out, date_to_days, numeric_units
 from .common import EcrmCommon
 
 BRUSSELS = pytz.timezone("Europe/Brussels")
@@ -532,18 +532,20 @@ class TestEcrmScoreNumerics(TransactionCase):
         cr.execute("CREATE TEMP TABLE ecrm_copy_test (a int4, b float8) ON COMMIT DROP")
         ids = np.array([1, 7, 2**31 - 1], dtype=np.int32)
         values = np.array([0.5, -1e300, np.nan])
-        copy_in(cr, "ecrm_copy_test", [("a", "int4", ids), ("b", "float8", values)])
+        writer = CopyIn("ecrm_copy_test", [("a", "int4"), ("b", "float8")])
+        writer.append(cr, [ids, values])
+        # a smaller batch in the same (reused) buffer writes its own rows only
+        writer.append(cr, [np.array([3], dtype=np.int32), np.array([2.5])])
         cr.execute("SELECT a, b FROM ecrm_copy_test ORDER BY a")
         rows = cr.fetchall()
-        self.assertEqual([row[0] for row in rows], [1, 7, 2**31 - 1])
-        self.assertEqual(rows[0][1], 0.5)
-        self.assertEqual(rows[1][1], -1e300)
-        self.assertTrue(np.isnan(rows[2][1]))
-        out = copy_out_float8(cr, SQL("SELECT a::float8, b FROM ecrm_copy_test ORDER BY a"), 2)
-        self.assertEqual(out.shape, (3, 2))
-        self.assertEqual(out[:, 0].tolist(), [1.0, 7.0, 2**31 - 1])
+        self.assertEqual([row[0] for row in rows], [1, 3, 7, 2**31 - 1])
+        self.assertEqual((rows[0][1], rows[1][1], rows[2][1]), (0.5, 2.5, -1e300))
+        self.assertTrue(np.isnan(rows[3][1]))
+        a, b = copy_out(cr, SQL("SELECT a, b FROM ecrm_copy_test ORDER BY a"), ["int4", "float8"])
+        self.assertEqual(a.tolist(), [1, 3, 7, 2**31 - 1])
+        self.assertEqual(b[:3].tolist(), [0.5, 2.5, -1e300])
         with self.assertRaises(ValueError):  # a NULL is not a float8 value
-            copy_out_float8(cr, SQL("SELECT NULL::float8, 1::float8"), 2)
+            copy_out(cr, SQL("SELECT NULL::float8, 1::float8"), ["float8", "float8"])
 
     def test_binary_copy_score_types(self):
         """Dates, amounts rounded to the currency and codes, as the scoring writes them."""
@@ -555,17 +557,20 @@ class TestEcrmScoreNumerics(TransactionCase):
         )
         days = [date(2000, 1, 1), date(1999, 12, 31), date(2026, 2, 28), date(2100, 1, 1)]
         amounts = np.array([1234.567, -0.004, np.nan, 1e13 + 0.25])
-        copy_in(
-            cr,
+        CopyIn(
             "ecrm_copy_types",
+            [("id", "int4"), ("day", "date"), ("amount", ("numeric", 2)),
+             ("amount3", ("numeric", 3)), ("code", ("text", 3))],
+        ).append(
+            cr,
             [
-                ("id", "int4", np.arange(4, dtype=np.int32)),
-                ("day", "date", np.array([date_to_days(day) for day in days])),
-                ("amount", ("numeric", 2), numeric_units(amounts, 2)),
-                ("amount3", ("numeric", 3), numeric_units(-amounts, 3)),
-                ("code", ("text", 3), np.array([b"555", b"123", b"001", b"999"])),
+                np.arange(4, dtype=np.int32),
+                np.array([date_to_days(day) for day in days]),
+                numeric_units(amounts, 2),
+                numeric_units(-amounts, 3),
+                np.array([b"555", b"123", b"001", b"999"]),
             ],
-        )
+        )  # fmt: skip
         cr.execute("SELECT day, amount::text, amount3::text, code FROM ecrm_copy_types ORDER BY id")
         self.assertEqual(
             cr.fetchall(),

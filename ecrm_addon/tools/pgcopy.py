@@ -105,16 +105,6 @@ def copy_out(cr, query, types):
     return columns
 
 
-def copy_out_float8(cr, query, ncols):
-    """Run ``query`` (an ``SQL`` selecting ``ncols`` float8 columns that are never NULL)
-    and return its rows as a float64 array of shape (rows, ncols)."""
-    columns = copy_out(cr, query, ["float8"] * ncols)
-    result = np.empty((len(columns[0]), ncols), dtype=np.float64)
-    for index, values in enumerate(columns):
-        result[:, index] = values
-    return result
-
-
 def numeric_units(values, scale):
     """Amounts rounded to ``scale`` decimals, as int64 units for a numeric column (NaN
     and infinities: ``NAN_UNITS``)."""
@@ -207,11 +197,3 @@ class CopyIn:
         )
         reader = _Reader(HEADER, rows.view(np.uint8), TRAILER)
         cr.copy_expert(statement.code, reader, size=1 << 20)
-
-
-def copy_in(cr, table, columns):
-    """Append rows to ``table`` with one binary COPY: ``columns`` is a list of
-    (column name, type, array) of equal lengths, types as ``CopyIn`` takes them."""
-    CopyIn(table, [(name, pg_type) for name, pg_type, _values in columns]).append(
-        cr, [values for _name, _type, values in columns]
-    )
