@@ -31,6 +31,8 @@ RUN_TYPES = [
 STEPS = [("aggregate", "Aggregate and Score"), ("publish", "Publish")]
 # Customers scored per vectorised batch: bounds the memory of the predictions.
 BATCH_SIZE = 50000
+MIN_BATCH_SIZE = 5000
+PIPELINE_BATCHES = 8
 # Columns of the result table, named and typed as in ecrm_customer_score; the last one
 # is only read by backtests.
 RESULT_COLUMNS = [
@@ -418,7 +420,9 @@ class EcrmScoreRun(models.Model):
         self._create_result_table()
         count = len(customers["partner_id"])
         writer, scorer = self._result_writer(), self._scorer(settings)
-        batch_size = max(1, batch_size)
+        # At least PIPELINE_BATCHES batches: the first batch's scoring and the last one's
+        # writing are the only parts that nothing overlaps.
+        batch_size = max(1, min(batch_size, max(MIN_BATCH_SIZE, -(-count // PIPELINE_BATCHES))))
         # Each batch is written (encoded, then parsed by PostgreSQL) while the next one
         # is scored: one thread sends, the other computes (numpy and COPY release the
         # GIL), and the cursor is only used by the sending thread meanwhile.
@@ -544,9 +548,10 @@ class EcrmScoreRun(models.Model):
             """
             SELECT o.partner_id, count(*), min(o.date_order), max(o.date_order),
                    -- (orders in the company's currency have a rate of 1: no division)
-                   COALESCE(sum(CASE WHEN o.currency_rate = 1 THEN o.amount_untaxed
-                                ELSE o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1)
-                                END), 0)::float8
+                   COALESCE(sum(CASE WHEN o.currency_rate = 1 THEN o.amount_untaxed::float8
+                                ELSE o.amount_untaxed::float8
+                                     / COALESCE(NULLIF(o.currency_rate, 0), 1)::float8
+                                END), 0)
               FROM sale_order o
              WHERE o.company_id = %(company)s AND o.state IN %(states)s
                AND o.date_order <= %(ref)s AND %(order_scope)s
@@ -703,7 +708,10 @@ class EcrmScoreRun(models.Model):
     def _create_result_table(self):
         self.env.cr.execute(
             SQL(
-                "CREATE UNLOGGED TABLE %s (partner_id int4 NOT NULL, %s)",
+                # Autovacuum would take a table this new and large for its own and make
+                # dropping it wait (deadlock_timeout, then the worker is cancelled).
+                "CREATE UNLOGGED TABLE %s (partner_id int4 NOT NULL, %s) WITH ("
+                "autovacuum_enabled = false, toast.autovacuum_enabled = false)",
                 self._work_table(RESULT),
                 SQL(", ").join(
                     SQL("%s %s", SQL.identifier(name), SQL(pg_type))
@@ -859,6 +867,9 @@ class EcrmScoreRun(models.Model):
                 ),
             ),
         ]
+        # Counted before the update, which leaves the rows' pages not all-visible: after
+        # the last run's autovacuum, counting reads the index alone.
+        existing = self._count_scores() if self.run_type == "full" else 0
         cr.execute(
             SQL(
                 """
@@ -872,7 +883,8 @@ class EcrmScoreRun(models.Model):
                 company=self.company_id.id,
             )
         )
-        if cr.rowcount < self.customers_scored:  # some customers have no score yet
+        updated = cr.rowcount
+        if updated < self.customers_scored:  # some customers have no score yet
             cr.execute(
                 SQL(
                     """
@@ -893,7 +905,7 @@ class EcrmScoreRun(models.Model):
                     result=result,
                 )
             )
-        if self.run_type == "full" and self._count_scores() > self.customers_scored:
+        if existing > updated:
             # Customers without counted orders any more lose their score.
             cr.execute(
                 SQL(
