@@ -117,6 +117,24 @@ class TestEcrmClvModel(BaseCase):
         per_customer = clv.gamma_gamma_log_likelihood(fit, x, m)
         np.testing.assert_allclose(fit["log_likelihood"], per_customer.sum(), rtol=1e-10)
 
+    def test_warm_start(self):
+        """A start at the optimum (a refit on unchanged data) returns it without
+        iterating; a start near it converges to the same optimum."""
+        fit = self.bgnbd_fit
+        names = ("r", "alpha", "a", "b")
+        again = clv.fit_bgnbd(**self.bgnbd_data, initial=[fit[name] for name in names])
+        self.assertTrue(again["converged"])
+        self.assertEqual(again["iterations"], 0)
+        np.testing.assert_allclose(
+            [again[name] for name in names], [fit[name] for name in names], rtol=1e-12
+        )
+        near = clv.fit_bgnbd(**self.bgnbd_data, initial=[fit[name] * 1.2 for name in names])
+        self.assertTrue(near["converged"])
+        self.assertGreater(near["iterations"], 0)
+        for name in names:
+            self.assertAlmostEqual(near[name] / fit[name], 1, places=4, msg=name)
+        self.assertAlmostEqual(near["log_likelihood"], fit["log_likelihood"], places=3)
+
     # ---------------------------------------------------------------- likelihood
     def test_log_likelihood_matches_naive_implementation(self):
         rng = np.random.default_rng(7)
