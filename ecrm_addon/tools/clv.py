@@ -58,8 +58,10 @@ _LOG_BOUNDS_SCALE = (math.log(1e-8), math.log(1e12))  # alpha / v carry the data
 # this distance of 1 the value is interpolated linearly between a = 1 -/+ delta.
 _A_SINGULAR_HALF_WIDTH = 1e-4
 
-# Tolerances of L-BFGS-B on the *mean* negative log-likelihood per customer.
-_LBFGS_OPTIONS = {"maxiter": 1000, "ftol": 1e-14, "gtol": 1e-9, "maxcor": 20}
+# Tolerances of L-BFGS-B on the *mean* negative log-likelihood per customer. Tighter
+# ones (1e-14, 1e-9) only added failed line searches at the end: twice the
+# evaluations for a nightly refit of 1,000,000 customers, parameters within 5e-6.
+_LBFGS_OPTIONS = {"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-7, "maxcor": 20}
 _GRADIENT_CONVERGED = 1e-6
 
 
