@@ -64,11 +64,14 @@ def query(db, statement, params=None, fetch=True):
 
 
 def vacuum(db, table):
+    """VACUUM, then CHECKPOINT as happens between the day's autovacuum and the night: the
+    next write of each page logs it whole again (full-page images), as in production."""
     conn = psycopg2.connect(dbname=db)
     try:
         conn.autocommit = True  # VACUUM runs outside of a transaction
         with conn.cursor() as cr:
             cr.execute(f'VACUUM "{table}"')
+            cr.execute("CHECKPOINT")
     finally:
         conn.close()
 

@@ -854,7 +854,9 @@ class EcrmScoreRun(models.Model):
             ("scored_at", SQL("%s", self.reference_date)),
             *((name, self._published(name)) for name in published),
             ("write_uid", SQL("%s", self.env.uid)),
-            ("write_date", SQL("now() AT TIME ZONE 'UTC'")),
+            # The transaction's time, once: "now() AT TIME ZONE 'UTC'" is converted again
+            # for each row (0.3-0.5 s for 1,000,000 rows).
+            ("write_date", SQL("%s", cr.now())),
         ]
         # Requests of rescoring made since the run aggregated stay for the next one.
         updates = [
@@ -890,7 +892,7 @@ class EcrmScoreRun(models.Model):
                     """
                     INSERT INTO ecrm_customer_score (
                         partner_id, company_id, create_uid, create_date, %(columns)s)
-                    SELECT f.partner_id, %(company)s, %(uid)s, now() AT TIME ZONE 'UTC',
+                    SELECT f.partner_id, %(company)s, %(uid)s, %(now)s::timestamp,
                            %(expressions)s
                       FROM %(result)s f
                      WHERE NOT EXISTS (SELECT FROM ecrm_customer_score c
@@ -902,6 +904,7 @@ class EcrmScoreRun(models.Model):
                     expressions=SQL(", ").join(value for _name, value in values),
                     company=self.company_id.id,
                     uid=self.env.uid,
+                    now=cr.now(),
                     result=result,
                 )
             )
@@ -947,7 +950,7 @@ class EcrmScoreRun(models.Model):
                 SELECT %(period)s, f.partner_id, %(company)s, %(run)s, f.r_score, f.f_score,
                        f.m_score, %(segment)s, %(tier)s, f.loyalty_score, %(churn_risk)s,
                        %(clv)s, f.monetary_total,
-                       %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
+                       %(uid)s, %(now)s::timestamp, %(uid)s, %(now)s::timestamp
                   FROM %(result)s f
                 ON CONFLICT (partner_id, company_id, period) DO UPDATE SET
                     run_id = EXCLUDED.run_id, r_score = EXCLUDED.r_score,
@@ -960,6 +963,7 @@ class EcrmScoreRun(models.Model):
                 period=period,
                 company=self.company_id.id,
                 uid=self.env.uid,
+                now=self.env.cr.now(),
                 run=self.id,
                 segment=self._published("segment_id"),
                 tier=self._published("tier_id"),

@@ -172,6 +172,13 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertAlmostEqual(self._score(self.c5).refund_total, 30, places=2)
         self.assertAlmostEqual(self._score(self.c4).monetary_avg, 150, places=2)
         self.assertEqual(self._score(self.c6).first_order_date, self.today - timedelta(days=50))
+        # Written by the run's user at the transaction's time, like the ORM writes.
+        score = self._score(self.c1)
+        self.assertEqual((score.create_uid, score.write_uid), (self.env.user, self.env.user))
+        self.assertEqual(score.write_date, self.env.cr.now())
+        self.assertEqual(score.create_date, self.env.cr.now())
+        history = self.env["ecrm.customer.score.history"].search([("partner_id", "=", self.c1.id)])
+        self.assertEqual(history.mapped("write_date"), [self.env.cr.now()])
 
     def test_loyalty_and_tiers(self):
         self._run()
