@@ -846,6 +846,8 @@ class EcrmScoreRun(models.Model):
         self.env["ecrm.customer.score"].flush_model()
         cr = self.env.cr
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
+        # Compiling these statements' expressions (JIT) costs more than it saves.
+        cr.execute(SQL("SET LOCAL jit = off"))
         result = self._work_table(RESULT)
         published = [
             name for name, _type in RESULT_COLUMNS if name != "expected_purchases_backtest"
