@@ -614,21 +614,6 @@ class EcrmScoreRun(models.Model):
         ``quintile_bounds``), then BG/NBD and Gamma-Gamma on the company's summary."""
         from ..tools import clv  # noqa: PLC0415 - scipy is only needed by the scoring
 
-        self.bounds = {
-            "r": quintile_bounds(-customers["recency_days"]),
-            "f": quintile_bounds(customers["frequency"]),
-            "m": quintile_bounds(customers["order_total"] + customers["refund"]),
-        }
-        # BG/NBD on the distinct (x, t_x, age) of customers older than a day, with counts
-        # (integer days: a few 10^5 rows for 10^6 customers).
-        older = customers["age"] > 0
-        summary, weights = distinct_rows(
-            customers["x"][older], customers["t_x"][older], customers["age"][older]
-        )
-        # Gamma-Gamma on the repeat buyers' average order value.
-        buyers = (customers["x"] > 0) & (customers["order_total"] > 0)
-        spend_x = customers["x"][buyers].astype(np.float64)
-        spend_m = customers["order_total"][buyers] / customers["frequency"][buyers]
         # The company's last fit is a close start: nightly refits converge in a few steps.
         previous = self.search(
             [
@@ -642,8 +627,23 @@ class EcrmScoreRun(models.Model):
         )
         values = {"model_fitted": False}
         # The two models are independent: fitted side by side (their likelihoods are
-        # numpy and scipy special functions over whole arrays, which release the GIL).
+        # numpy and scipy special functions over whole arrays, which release the GIL),
+        # each as soon as its data is ready, while the quintile bounds are computed.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ecrm_score_fit") as fitter:
+            # Gamma-Gamma on the repeat buyers' average order value.
+            buyers = (customers["x"] > 0) & (customers["order_total"] > 0)
+            fitting_gg = fitter.submit(
+                clv.fit_gamma_gamma,
+                customers["x"][buyers].astype(np.float64),
+                customers["order_total"][buyers] / customers["frequency"][buyers],
+                initial=(previous.gg_p, previous.gg_q, previous.gg_v) if previous else None,
+            )
+            # BG/NBD on the distinct (x, t_x, age) of customers older than a day, with
+            # counts (integer days: a few 10^5 rows for 10^6 customers).
+            older = customers["age"] > 0
+            summary, weights = distinct_rows(
+                customers["x"][older], customers["t_x"][older], customers["age"][older]
+            )
             fitting_bgnbd = fitter.submit(
                 clv.fit_bgnbd,
                 summary[:, 0],
@@ -654,12 +654,11 @@ class EcrmScoreRun(models.Model):
                 if previous
                 else None,
             )
-            fitting_gg = fitter.submit(
-                clv.fit_gamma_gamma,
-                spend_x,
-                spend_m,
-                initial=(previous.gg_p, previous.gg_q, previous.gg_v) if previous else None,
-            )
+            self.bounds = {
+                "r": quintile_bounds(-customers["recency_days"]),
+                "f": quintile_bounds(customers["frequency"]),
+                "m": quintile_bounds(customers["order_total"] + customers["refund"]),
+            }
         try:
             bgnbd = fitting_bgnbd.result()
             gg = fitting_gg.result()
