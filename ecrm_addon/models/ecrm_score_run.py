@@ -833,7 +833,7 @@ class EcrmScoreRun(models.Model):
         return self.env.cr.fetchone()[0]
 
     def _publish_scores(self):
-        """Write the result into ``ecrm.customer.score`` in three statements.
+        """Write the result into ``ecrm.customer.score``: an update, an insert, a delete.
 
         An UPDATE of the existing rows rather than an INSERT ... ON CONFLICT DO UPDATE:
         the latter locks each conflicting row first (one more WAL record per row), and

@@ -191,19 +191,19 @@ def _minimize(fun_and_grad, theta0, bounds):
     fun_and_grad = _cached(fun_and_grad)
     lower = np.array([bound[0] for bound in bounds])
     upper = np.array([bound[1] for bound in bounds])
-    theta0 = np.clip(np.asarray(theta0, dtype=float), lower, upper)
-    value, grad = fun_and_grad(theta0)
-    if _projected_gradient_small(theta0, grad, lower, upper):
-        # Already at the optimum (a warm start on unchanged data): L-BFGS-B would only
-        # fail its line search there, after some thirty evaluations.
-        at_bound = bool(np.any((theta0 - lower < 1e-6) | (upper - theta0 < 1e-6)))
-        return theta0, float(value), True, 0, at_bound
-    res = optimize.minimize(
-        fun_and_grad, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options=_LBFGS_OPTIONS
-    )
-    theta, iterations = res.x, int(res.nit)
+    theta = np.clip(np.asarray(theta0, dtype=float), lower, upper)
+    iterations = 0
     value, grad = fun_and_grad(theta)
-    converged = bool(res.success) or _projected_gradient_small(theta, grad, lower, upper)
+    # A start at the optimum (a warm start on unchanged data) is kept as it is: L-BFGS-B
+    # would only fail its line search there, after some thirty evaluations.
+    converged = _projected_gradient_small(theta, grad, lower, upper)
+    if not converged:
+        res = optimize.minimize(
+            fun_and_grad, theta, jac=True, method="L-BFGS-B", bounds=bounds, options=_LBFGS_OPTIONS
+        )
+        theta, iterations = res.x, int(res.nit)
+        value, grad = fun_and_grad(theta)
+        converged = bool(res.success) or _projected_gradient_small(theta, grad, lower, upper)
     if not converged:
         polish = optimize.minimize(
             lambda th: fun_and_grad(th)[0],
