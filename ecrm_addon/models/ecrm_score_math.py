@@ -1,5 +1,6 @@
 """Vectorised scoring of a batch of customers (no Odoo, no loop over customers)."""
 
+import functools
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -17,37 +18,34 @@ def local_days(timestamps, tz_name):
     timestamps given as int64 microseconds since 2000-01-01 (PostgreSQL's binary
     timestamps): ``(ts AT TIME ZONE 'UTC' AT TIME ZONE tz)::date`` for a whole array.
 
-    The zone's UTC offset is sampled at every UTC midnight of the timestamps' span;
-    where it changes, the exact instant of the change is found by bisection, so each
-    timestamp gets the offset in force at its instant (zones change their offset at
-    most once a day).
+    Each timestamp gets the offset in force at its instant, looked up among the zone's
+    changes of offset (see ``_zone_changes``) by one binary search over the array.
     """
     timestamps = np.asarray(timestamps, dtype=np.int64)
+    changes, offsets = _zone_changes(tz_name)
+    index = np.searchsorted(changes, timestamps, side="right")
+    return (timestamps + offsets[index]) // US_PER_DAY
+
+
+@functools.lru_cache(maxsize=32)
+def _zone_changes(tz_name):
+    """The instants (int64 microseconds since 2000-01-01, UTC) at which the zone's UTC
+    offset changes, and the offsets (microseconds) in force before the first change and
+    from each change on: one more offset than changes.
+
+    These are pytz's own transition tables (``_utc_transition_times`` and
+    ``_transition_info``, which ``tz.fromutc`` searches the same way: the last change
+    at or before the instant); a zone without them has one fixed offset.
+    """
     tz = pytz.timezone(tz_name)
-    if not len(timestamps):
-        return timestamps.copy()
-
-    def offset(us):
-        moment = (POSTGRES_EPOCH + timedelta(microseconds=int(us))).replace(tzinfo=tz)
-        return tz.fromutc(moment).utcoffset() // MICROSECOND
-
-    low, high = int(timestamps.min()), int(timestamps.max())
-    changes, offsets = [], [offset(low)]
-    previous = low
-    for sample in [*range(low - low % US_PER_DAY + US_PER_DAY, high, US_PER_DAY), high]:
-        if offset(sample) != offsets[-1]:
-            before, after = previous, sample  # the change happens in (before, after]
-            while after - before > 1:
-                middle = (before + after) // 2
-                if offset(middle) == offsets[-1]:
-                    before = middle
-                else:
-                    after = middle
-            changes.append(after)
-            offsets.append(offset(after))
-        previous = sample
-    index = np.searchsorted(np.asarray(changes, dtype=np.int64), timestamps, side="right")
-    return (timestamps + np.asarray(offsets, dtype=np.int64)[index]) // US_PER_DAY
+    times = getattr(tz, "_utc_transition_times", None)
+    infos = getattr(tz, "_transition_info", None)
+    if not times or not infos or len(times) != len(infos):
+        fixed = tz.utcoffset(POSTGRES_EPOCH) // MICROSECOND
+        return np.zeros(0, dtype=np.int64), np.array([fixed], dtype=np.int64)
+    changes = [(time - POSTGRES_EPOCH) // MICROSECOND for time in times[1:]]
+    offsets = [info[0] // MICROSECOND for info in infos]
+    return np.array(changes, dtype=np.int64), np.array(offsets, dtype=np.int64)
 
 
 def distinct_rows(x, t_x, age):
