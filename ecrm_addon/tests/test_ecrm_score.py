@@ -289,6 +289,30 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual((score.frequency, score.recency_days), (2, 1))
         self.assertEqual(self._score(self.c3).write_date, before)
 
+    def test_period_snapshot_is_a_full_run(self):
+        """An incremental run holds the few customers it rescored: it is no snapshot of
+        the period, the period's first full run is."""
+        History = self.env["ecrm.customer.score.history"]
+        this_period = [
+            ("company_id", "=", self.company_r.id),
+            ("period", "=", self.today.replace(day=1)),
+        ]
+        first = self._run()
+        self.assertEqual(History.search_count(this_period), 7)
+        History.search(this_period).unlink()  # as if the period began after the run
+        first.started_at = self.now - timedelta(hours=1)
+        self.env.flush_all()
+        self._move_back(hours=2)
+        self._order_on(self.c2, self._at(1), 75, company=self.company_r)
+        self.assertEqual(self._run(run_type="incremental").customers_scored, 1)
+        self.assertFalse(History.search_count(this_period))
+        self._run()
+        self.assertEqual(History.search_count(this_period), 7)
+        self.assertEqual(
+            History.search([*this_period, ("partner_id", "=", self.c2.id)]).monetary_total,
+            self._score(self.c2).monetary_total,
+        )
+
     def _move_back(self, hours):
         """Date the company's orders and credit notes back, as if written before the run."""
         self.env.flush_all()
