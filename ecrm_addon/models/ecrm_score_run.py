@@ -8,7 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pytz
 
-from odoo import api, fields, models
+from odoo import api, fields, models, sql_db
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 
@@ -17,9 +17,11 @@ from .ecrm_score_math import distinct_rows, local_days, quintile_bounds, score_b
 
 _logger = logging.getLogger(__name__)
 
-# Each run works in one unlogged table of its own, named after it and dropped when the
-# run ends: the scored customers in the score table's own columns and types, written by
-# one binary COPY in customer order, published by one UPDATE, dropped instead of deleted.
+# Runs write the scored customers into unlogged work tables of their own, named after
+# them and dropped when the run ends, in the score table's own columns and types, by
+# binary COPY in customer order: one table per batch for runs of the current scores
+# (``ecrm_score_result_<run>_<batch>``, each published by one UPDATE while the next
+# batches are scored), one table for backtests and runs as of a past date.
 RESULT = "ecrm_score_result_"
 WORK_TABLES = (RESULT,)
 WORK_MEM = re.compile(r"\d+\s*(kB|MB|GB)")
@@ -87,11 +89,13 @@ class EcrmScoreRun(models.Model):
     aggregate: one query aggregates every customer's orders, credit notes and
         interactions, read by a binary COPY into numpy (one row per customer); full
         runs fit the quintile bounds and the BG/NBD and Gamma-Gamma models on it, then
-        batches of customers get their scores and predictions (vectorised) and are
-        written by binary COPY into the run's unlogged result table.
-    publish: one transaction writes the result into ``ecrm.customer.score`` (update,
-        insert of new customers, delete of vanished ones) and the monthly history, and
-        drops the work table; until then users see the previous run's scores.
+        batches of customers get their scores and predictions (vectorised). Runs of the
+        current scores publish each batch into ``ecrm.customer.score`` as soon as it is
+        written (see ``_score_and_publish``) and end there, in one transaction: until it
+        commits users see the previous run's scores. Backtests and runs as of a past
+        date write one unlogged result table instead, for the next step.
+    publish: one transaction writes that table into the backtest lines or the monthly
+        history and drops it.
 
     A killed run resumes at its step: each step can be repeated safely.
     """
@@ -162,26 +166,40 @@ class EcrmScoreRun(models.Model):
         name = f"{prefix}{self.id}"
         return name if as_name else SQL.identifier(name)
 
+    def _batch_table(self, number, as_name=False):
+        """The work table of the run's batch ``number`` (runs publishing while scoring)."""
+        name = f"{RESULT}{self.id}_{number}"
+        return name if as_name else SQL.identifier(name)
+
     def _drop_work_tables(self):
         for run in self:
             self.env.cr.execute(
                 SQL(
-                    "DROP TABLE IF EXISTS %s",
-                    SQL(", ").join(run._work_table(prefix) for prefix in WORK_TABLES),
+                    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s",
+                    rf"^({'|'.join(WORK_TABLES)}){run.id}(_[0-9]+)?$",
                 )
             )
+            names = [name for (name,) in self.env.cr.fetchall()]
+            if names:
+                self.env.cr.execute(
+                    SQL(
+                        "DROP TABLE IF EXISTS %s",
+                        SQL(", ").join(SQL.identifier(name) for name in names),
+                    )
+                )
 
     @api.model
     def _gc_work_tables(self, keep_pending=True):
         """Drop the work tables of runs that are over or gone (a run killed for good);
         with ``keep_pending=False`` (uninstall), every run's."""
+        pattern = re.compile(rf"^(?:{'|'.join(WORK_TABLES)})([0-9]+)(?:_[0-9]+)?$")
         self.env.cr.execute(
             SQL(
                 "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s",
-                f"^({'|'.join(WORK_TABLES)})[0-9]+$",
+                pattern.pattern,
             )
         )
-        run_ids = {int(name.rsplit("_", 1)[1]) for (name,) in self.env.cr.fetchall()}
+        run_ids = {int(pattern.match(name)[1]) for (name,) in self.env.cr.fetchall()}
         # sudo: a technical clean-up of every company's runs, whatever the cron user sees
         runs = self.sudo().browse(run_ids)
         if keep_pending:
@@ -416,13 +434,25 @@ class EcrmScoreRun(models.Model):
             self._copy_model_from(self.base_run_id)
         else:
             self._fit(customers)
-        self._drop_work_tables()
-        self._create_result_table()
         count = len(customers["partner_id"])
-        writer, scorer = self._result_writer(), self._scorer(settings)
+        scorer = self._scorer(settings)
         # At least PIPELINE_BATCHES batches: the first batch's scoring and the last one's
         # writing are the only parts that nothing overlaps.
         batch_size = max(1, min(batch_size, max(MIN_BATCH_SIZE, -(-count // PIPELINE_BATCHES))))
+        if self._publishes_while_scoring():
+            self._score_and_publish(customers, scorer, batch_size)
+            self.write(
+                {
+                    "state": "done",
+                    "step": False,
+                    "customers_scored": count,
+                    "finished_at": fields.Datetime.now(),
+                }
+            )
+            return count
+        self._drop_work_tables()  # a killed attempt's
+        self._create_result_table(self.env.cr, self._work_table(RESULT))
+        writer = self._result_writer()
         # Each batch is written (encoded, then parsed by PostgreSQL) while the next one
         # is scored: one thread sends, the other computes (numpy and COPY release the
         # GIL), and the cursor is only used by the sending thread meanwhile.
@@ -440,6 +470,14 @@ class EcrmScoreRun(models.Model):
                 sending.result()
         self.write({"step": "publish", "customers_scored": count})
         return count
+
+    def _publishes_while_scoring(self):
+        """Runs of the current scores publish them while scoring, in one step; backtests
+        and runs as of a past date fill a result table that the publish step reads."""
+        return self.run_type != "backtest" and not self._is_past()
+
+    def _is_past(self):
+        return self.reference_date < fields.Datetime.now() - timedelta(days=1)
 
     def _work_mem(self):
         """Memory of the aggregation's hash tables (system parameter
@@ -706,14 +744,15 @@ class EcrmScoreRun(models.Model):
             }
         )
 
-    def _create_result_table(self):
-        self.env.cr.execute(
+    @staticmethod
+    def _create_result_table(cr, table):
+        cr.execute(
             SQL(
                 # Autovacuum would take a table this new and large for its own and make
                 # dropping it wait (deadlock_timeout, then the worker is cancelled).
                 "CREATE UNLOGGED TABLE %s (partner_id int4 NOT NULL, %s) WITH ("
                 "autovacuum_enabled = false, toast.autovacuum_enabled = false)",
-                self._work_table(RESULT),
+                table,
                 SQL(", ").join(
                     SQL("%s %s", SQL.identifier(name), SQL(pg_type))
                     for name, pg_type in RESULT_COLUMNS
@@ -807,6 +846,10 @@ class EcrmScoreRun(models.Model):
         }
 
     def _step_publish(self):
+        if self._publishes_while_scoring():
+            # Left at this step by an earlier version of the module: score it again.
+            self.step = "aggregate"
+            return 0
         if self.customers_scored and not self._result_is_whole():
             # The result table is unlogged: after a crash of the database server it is
             # empty (or gone), and publishing it would delete every score. Start over.
@@ -815,14 +858,9 @@ class EcrmScoreRun(models.Model):
             return 0
         if self.run_type == "backtest":
             self._publish_backtest()
-        elif self.reference_date < fields.Datetime.now() - timedelta(days=1):
-            self._publish_history()  # as of a past date: history only
         else:
-            self._publish_scores()
-            # The period's first full run is its snapshot (an incremental run holds only
-            # the customers it rescored).
-            if self.run_type == "full" and not self._history_exists():
-                self._publish_history()
+            self._publish_history(self._work_table(RESULT))  # as of a past date: history only
+            self.env["ecrm.customer.score.history"].invalidate_model()
         self._drop_work_tables()
         self.write({"state": "done", "step": False, "finished_at": fields.Datetime.now()})
         return self.customers_scored
@@ -836,22 +874,109 @@ class EcrmScoreRun(models.Model):
         self.env.cr.execute(SQL("SELECT EXISTS (SELECT FROM %s)", self._work_table(RESULT)))
         return self.env.cr.fetchone()[0]
 
-    def _publish_scores(self):
-        """Write the result into ``ecrm.customer.score``: an update, an insert, a delete.
+    def _score_and_publish(self, customers, scorer, batch_size):
+        """Score the customers batch after batch and write them into
+        ``ecrm.customer.score``, in this transaction: users see the new scores when it
+        commits, all at once, and a killed run leaves nothing behind but work tables.
 
-        An UPDATE of the existing rows rather than an INSERT ... ON CONFLICT DO UPDATE:
-        the latter locks each conflicting row first (one more WAL record per row), and
-        the update, touching no indexed column, stays heap-only (see the table's
-        fillfactor). The result holds the score table's columns in its types: the update
-        copies them as they are. Then the new customers are inserted, and a full run
-        deletes the scores of customers without counted orders any more.
+        Three things run side by side (numpy, COPY and the statements release the GIL):
+        this thread scores batch k+1; a second connection writes batch k into a work
+        table of its own (binary COPY with FREEZE in the transaction creating the table:
+        once committed, its rows are visible to this older transaction too); and this
+        transaction's cursor, in a third thread, publishes batch k-1 (see
+        ``_publish_batch``). A full run then deletes the scores of customers without
+        counted orders any more.
         """
-        self.env["ecrm.customer.score"].flush_model()
         cr = self.env.cr
+        self.env["ecrm.customer.score"].flush_model()
         cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
         # Compiling these statements' expressions (JIT) costs more than it saves.
         cr.execute(SQL("SET LOCAL jit = off"))
-        result = self._work_table(RESULT)
+        # Counted before the updates, which leave the rows' pages not all-visible: after
+        # the last run's autovacuum, counting reads the index alone.
+        existing = self._count_scores() if self.run_type == "full" else 0
+        # Everything the publishing thread needs from the ORM, read here: it only runs
+        # statements. The period's first full run is its snapshot (an incremental run
+        # holds only the customers it rescored).
+        columns = self._published_columns()
+        snapshot = self.run_type == "full" and not self._history_exists()
+        history = self._history_insert if snapshot else None
+        history_values = self._history_values() if snapshot else None
+        writer = self._result_writer()
+        count = len(customers["partner_id"])
+        tables = [
+            self._batch_table(number, as_name=True) for number in range(-(-count // batch_size))
+        ]
+        with (
+            sql_db.db_connect(cr.dbname).cursor() as writer_cr,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecrm_score_copy") as copier,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecrm_score_publish") as publisher,
+        ):
+            # A killed attempt's tables, committed: dropped by the connection that sees
+            # them (this transaction's snapshot may be older than they are).
+            writer_cr.execute(
+                SQL("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s",
+                    rf"^{RESULT}{self.id}_[0-9]+$")
+            )  # fmt: skip
+            for (name,) in writer_cr.fetchall():
+                writer_cr.execute(SQL("DROP TABLE %s", SQL.identifier(name)))
+            writer_cr.commit()
+
+            def write(table, values):
+                self._create_result_table(writer_cr, SQL.identifier(table))
+                writer.append(writer_cr, values, table=table, freeze=True)
+                writer_cr.commit()
+
+            def publish(writing, table, partners):
+                writing.result()
+                written = self._publish_batch(SQL.identifier(table), partners, columns)
+                if history:
+                    history(SQL.identifier(table), history_values)
+                return written
+
+            writing, publishing = None, []
+            for table, start in zip(tables, range(0, count, batch_size), strict=True):
+                batch = {
+                    name: values[start : start + batch_size] for name, values in customers.items()
+                }
+                values = scorer(batch)
+                if writing:
+                    writing.result()  # one batch's columns in memory at a time
+                writing = copier.submit(write, table, values)
+                publishing.append(publisher.submit(publish, writing, table, batch["partner_id"]))
+            published = sum(future.result() for future in publishing)
+        if existing > published:
+            # Customers without counted orders any more lose their score.
+            vanished = SQL("TRUE")
+            if tables:
+                scored = SQL(" UNION ALL ").join(
+                    SQL("SELECT partner_id FROM %s", SQL.identifier(table)) for table in tables
+                )
+                vanished = SQL(
+                    "NOT EXISTS (SELECT FROM (%s) f WHERE f.partner_id = c.partner_id)", scored
+                )
+            cr.execute(
+                SQL(
+                    "DELETE FROM ecrm_customer_score c WHERE c.company_id = %s AND %s",
+                    self.company_id.id,
+                    vanished,
+                )
+            )
+        if tables:
+            # By name: created after this transaction's snapshot, they are not in the
+            # pg_class it reads.
+            cr.execute(
+                SQL(
+                    "DROP TABLE IF EXISTS %s",
+                    SQL(", ").join(SQL.identifier(table) for table in tables),
+                )
+            )
+        self.env["ecrm.customer.score"].invalidate_model()
+        self.env["ecrm.customer.score.history"].invalidate_model()
+
+    def _published_columns(self):
+        """The score table's columns a run writes, with their SQL values: (inserted,
+        updated). The values read a work table aliased ``f``, the updated row is ``c``."""
         published = [
             name for name, _type in RESULT_COLUMNS if name != "expected_purchases_backtest"
         ]
@@ -861,7 +986,7 @@ class EcrmScoreRun(models.Model):
             ("write_uid", SQL("%s", self.env.uid)),
             # The transaction's time, once: "now() AT TIME ZONE 'UTC'" is converted again
             # for each row (0.3-0.5 s for 1,000,000 rows).
-            ("write_date", SQL("%s", cr.now())),
+            ("write_date", SQL("%s", self.env.cr.now())),
         ]
         # Requests of rescoring made since the run aggregated stay for the next one.
         updates = [
@@ -874,62 +999,65 @@ class EcrmScoreRun(models.Model):
                 ),
             ),
         ]
-        # Counted before the update, which leaves the rows' pages not all-visible: after
-        # the last run's autovacuum, counting reads the index alone.
-        existing = self._count_scores() if self.run_type == "full" else 0
-        if self.run_type == "incremental":
-            # A few customers: with the table's size known, the update finds their scores
-            # through the index instead of reading every score of the company.
-            cr.execute(SQL("ANALYZE %s", result))
+        inserted = [
+            ("company_id", SQL("%s", self.company_id.id)),
+            ("create_uid", SQL("%s", self.env.uid)),
+            ("create_date", SQL("%s", self.env.cr.now())),
+            *values,
+        ]
+        return {"company": self.company_id.id, "inserted": inserted, "updated": updates}
+
+    def _publish_batch(self, batch, partners, columns):
+        """Write one batch table of scored customers (``partners``: their ids, in order)
+        into ``ecrm.customer.score``, with ``columns`` from ``_published_columns``; return
+        the number of scores written. Runs statements only (no ORM): see
+        ``_score_and_publish``.
+
+        An UPDATE of the existing rows rather than an INSERT ... ON CONFLICT DO UPDATE:
+        the latter locks each conflicting row first (one more WAL record per row), and
+        the update, touching no indexed column, stays heap-only (see the table's
+        fillfactor). The batch holds the score table's columns in its types: the update
+        copies them as they are, and reads the scores of the batch's range of customers
+        only. Then the batch's new customers are inserted.
+        """
+        cr = self.env.cr
         cr.execute(
             SQL(
                 """
                 UPDATE ecrm_customer_score c SET (%(columns)s) = (%(expressions)s)
-                  FROM %(result)s f
+                  FROM %(batch)s f
                  WHERE c.partner_id = f.partner_id AND c.company_id = %(company)s
+                   AND c.partner_id BETWEEN %(first)s AND %(last)s
                 """,
-                columns=SQL(", ").join(SQL.identifier(name) for name, _value in updates),
-                expressions=SQL(", ").join(value for _name, value in updates),
-                result=result,
-                company=self.company_id.id,
+                columns=SQL(", ").join(SQL.identifier(name) for name, _ in columns["updated"]),
+                expressions=SQL(", ").join(value for _name, value in columns["updated"]),
+                batch=batch,
+                company=columns["company"],
+                first=int(partners[0]),
+                last=int(partners[-1]),
             )
         )
-        updated = cr.rowcount
-        if updated < self.customers_scored:  # some customers have no score yet
+        written = cr.rowcount
+        if written < len(partners):  # some customers have no score yet
             cr.execute(
                 SQL(
                     """
-                    INSERT INTO ecrm_customer_score (
-                        partner_id, company_id, create_uid, create_date, %(columns)s)
-                    SELECT f.partner_id, %(company)s, %(uid)s, %(now)s::timestamp,
-                           %(expressions)s
-                      FROM %(result)s f
+                    INSERT INTO ecrm_customer_score (partner_id, %(columns)s)
+                    SELECT f.partner_id, %(expressions)s
+                      FROM %(batch)s f
                      WHERE NOT EXISTS (SELECT FROM ecrm_customer_score c
                                         WHERE c.partner_id = f.partner_id
                                           AND c.company_id = %(company)s)
                   ORDER BY f.partner_id
                     """,
-                    columns=SQL(", ").join(SQL.identifier(name) for name, _value in values),
-                    expressions=SQL(", ").join(value for _name, value in values),
-                    company=self.company_id.id,
-                    uid=self.env.uid,
-                    now=cr.now(),
-                    result=result,
+                    columns=SQL(", ").join(SQL.identifier(name) for name, _ in columns["inserted"]),
+                    expressions=SQL(", ").join(value for _name, value in columns["inserted"]),
+                    company=columns["company"],
+                    batch=batch,
                 )
             )
-        if existing > updated:
-            # Customers without counted orders any more lose their score.
-            cr.execute(
-                SQL(
-                    """DELETE FROM ecrm_customer_score c
-                        WHERE c.company_id = %s
-                          AND NOT EXISTS (SELECT FROM %s f WHERE f.partner_id = c.partner_id)
-                    """,
-                    self.company_id.id,
-                    result,
-                )
-            )
-        self.env["ecrm.customer.score"].invalidate_model()
+            written += cr.rowcount
+        return written
 
     def _count_scores(self):
         self.env.cr.execute(
@@ -947,8 +1075,21 @@ class EcrmScoreRun(models.Model):
             )
         )
 
-    def _publish_history(self):
-        period = self._reference_day().replace(day=1)
+    def _publish_history(self, result):
+        """The period's snapshot of the scored customers in work table ``result``."""
+        self._history_insert(result, self._history_values())
+
+    def _history_values(self):
+        return {
+            "period": self._reference_day().replace(day=1),
+            "company": self.company_id.id,
+            "uid": self.env.uid,
+            "now": self.env.cr.now(),
+            "run": self.id,
+        }
+
+    def _history_insert(self, result, values):
+        """Statement only (no ORM): ``values`` from ``_history_values``."""
         self.env.cr.execute(
             SQL(
                 """
@@ -969,19 +1110,14 @@ class EcrmScoreRun(models.Model):
                     clv = EXCLUDED.clv, monetary_total = EXCLUDED.monetary_total,
                     write_date = EXCLUDED.write_date
                 """,
-                period=period,
-                company=self.company_id.id,
-                uid=self.env.uid,
-                now=self.env.cr.now(),
-                run=self.id,
+                **values,
                 segment=self._published("segment_id"),
                 tier=self._published("tier_id"),
                 churn_risk=self._published("churn_risk"),
                 clv=self._published("clv"),
-                result=self._work_table(RESULT),
+                result=result,
             )
         )
-        self.env["ecrm.customer.score.history"].invalidate_model()
 
     def _publish_backtest(self):
         """Predicted against actual purchases after the reference date, by past buyers."""

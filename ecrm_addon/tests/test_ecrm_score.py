@@ -1,4 +1,5 @@
 from datetime import date, datetime, time, timedelta
+from unittest.mock import patch
 
 import numpy as np
 import pytz
@@ -45,7 +46,7 @@ class EcrmScoreCommon(EcrmCommon):
         order.date_order = when
         return order
 
-    def _run(self, company=None, run_type="full", **vals):
+    def _run(self, company=None, run_type="full", batch_size=None, **vals):
         run = self.Run.create(
             {
                 "company_id": (company or self.score_company).id,
@@ -54,7 +55,7 @@ class EcrmScoreCommon(EcrmCommon):
                 **vals,
             }
         )
-        run._execute_all()
+        run._execute_all(**({"batch_size": batch_size} if batch_size else {}))
         return run
 
     def _score(self, partner, company=None):
@@ -339,23 +340,33 @@ class TestEcrmRfm(EcrmScoreCommon):
         score = self._score(self.c1)
         self.assertEqual((score.frequency, score.monetary_total), (2, 300))
         self.assertFalse(score.rescore_requested_at, "the run took the request")
-        # A request made while a run works waits for the next run.
-        score.rescore_requested_at = run.started_at
+        # A request made while a run works (after it started) waits for the next run.
         second = self.Run.create({"company_id": self.company_r.id, "run_type": "incremental"})
-        second._execute_step()  # aggregate: c1 is rescored
-        self.assertEqual(second.customers_scored, 1)
-        requested = second.started_at + timedelta(seconds=1)
+        second.write(
+            {
+                "state": "running",
+                "step": "aggregate",
+                "started_at": self.now - timedelta(minutes=30),
+            }
+        )
+        requested = self.now - timedelta(minutes=10)
         score.rescore_requested_at = requested
         second._execute_all()
-        self.assertEqual(second.state, "done")
+        self.assertEqual((second.state, second.customers_scored), ("done", 1))
+        self.assertEqual(score.frequency, 2, "c1 was rescored")
         self.assertEqual(score.rescore_requested_at, requested)
 
     def _work_tables(self, run):
-        self.env.cr.execute("SELECT to_regclass(%s)", [f"ecrm_score_result_{run.id}"])
-        return [name for name in self.env.cr.fetchone() if name]
+        names = [f"ecrm_score_result_{run.id}", f"ecrm_score_result_{run.id}_0"]
+        self.env.cr.execute("SELECT to_regclass(unnest(%s::text[]))", [names])
+        return [name for (name,) in self.env.cr.fetchall() if name]
 
     def test_work_tables_dropped(self):
-        run = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        # Runs of the current scores publish in their one step and drop their tables.
+        self.assertEqual(self._work_tables(self._run(batch_size=2)), [])
+        # Runs as of a past date keep their result table until they publish it.
+        past = self.now - timedelta(days=40)
+        run = self.Run.create({"company_id": self.company_r.id, "reference_date": past})
         run._execute_step()  # aggregate
         self.assertEqual(len(self._work_tables(run)), 1)
         self.Run._gc_work_tables()
@@ -363,13 +374,13 @@ class TestEcrmRfm(EcrmScoreCommon):
         run._execute_all()
         self.assertEqual(self._work_tables(run), [], "a finished run drops its tables")
         # A run killed for good (deleted, or failed) leaves tables the cron drops.
-        killed = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        killed = self.Run.create({"company_id": self.company_r.id, "reference_date": past})
         killed._execute_step()
         killed.state = "failed"
         self.Run._gc_work_tables()
         self.assertEqual(self._work_tables(killed), [])
         # And uninstalling drops every run's.
-        pending = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        pending = self.Run.create({"company_id": self.company_r.id, "reference_date": past})
         pending._execute_step()
         self.Run._gc_work_tables(keep_pending=False)
         self.assertEqual(self._work_tables(pending), [])
@@ -384,34 +395,53 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(self._run().state, "done")
 
     def test_killed_run_is_invisible_then_resumes(self):
+        """A run dies while publishing (here after two batches of one customer): users
+        still see the last run's scores, and the next call scores again."""
         first = self._run()
         self.assertEqual(self._score(self.c2).frequency, 1)
         self._order_on(self.c2, self._at(2), 75, company=self.company_r)
         later = self.now + timedelta(seconds=1)
         run = self.Run.create({"company_id": self.company_r.id, "reference_date": later})
-        run._execute_step()  # aggregate and score, then the process "dies"
-        self.assertEqual((run.state, run.step), ("running", "publish"))
+        publish_batch = type(run)._publish_batch
+        published = []
+
+        def dying(self, *args):
+            if len(published) == 2:
+                raise RuntimeError("killed")
+            published.append(publish_batch(self, *args))
+            return published[-1]
+
+        with (
+            patch.object(type(run), "_publish_batch", dying),
+            self.assertRaisesRegex(RuntimeError, "killed"),
+            self.env.cr.savepoint(),
+        ):
+            run._execute_step(batch_size=1)
+        self.assertEqual(published, [1, 1])
+        self.env.invalidate_all()
+        self.assertEqual(run.state, "queued")
         self.assertEqual(self._score(self.c2).frequency, 1, "users still see the last run")
         self.assertEqual(self._score(self.c2).scored_at, first.reference_date)
-        run._execute_all()  # the next cron call resumes
+        run._execute_all(batch_size=1)  # the next cron call
+        self.assertEqual(run.state, "done")
         self.assertEqual(self._score(self.c2).frequency, 2)
         self.assertEqual(self._score(self.c2).scored_at, later)
+        self.assertEqual(self.Score.search_count([("company_id", "=", self.company_r.id)]), 7)
 
     def test_result_lost_in_a_crash_is_scored_again(self):
-        """The result table is unlogged: a server crash empties it. Publishing must not
-        take that for "no customer any more" and delete every score."""
-        self._run()
-        self.assertEqual(self._score(self.c1).frequency, 3)
-        run = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        """A result table (runs as of a past date, backtests) is unlogged: a server crash
+        empties it. Publishing must not take that for "no customer any more"."""
+        past = self.now - timedelta(days=40)
+        run = self.Run.create({"company_id": self.company_r.id, "reference_date": past})
         run._execute_step()  # aggregate and score
+        self.assertTrue(run.customers_scored)
         self.env.cr.execute(SQL("TRUNCATE %s", SQL.identifier(f"ecrm_score_result_{run.id}")))
         run._execute_step()  # publish finds nothing: back to aggregating
         self.assertEqual((run.state, run.step), ("running", "aggregate"))
-        self.assertEqual(self._score(self.c1).frequency, 3, "the scores are still there")
         run._execute_all()
         self.assertEqual(run.state, "done")
-        self.assertEqual(self._score(self.c1).frequency, 3)
-        self.assertEqual(self.Score.search_count([("company_id", "=", self.company_r.id)]), 7)
+        history = self.env["ecrm.customer.score.history"].search([("run_id", "=", run.id)])
+        self.assertEqual(len(history), run.customers_scored)
 
     def test_cron_scores_every_company(self):
         self.Run.search([]).unlink()

@@ -174,8 +174,13 @@ class CopyIn:
         self.dtype = _row_dtype(self.types)
         self._buffer = np.empty(0, dtype=self.dtype)
 
-    def append(self, cr, arrays):
-        """Append one row per element of the ``arrays`` (one per column, equal lengths)."""
+    def append(self, cr, arrays, table=None, freeze=False):
+        """Append one row per element of the ``arrays`` (one per column, equal lengths)
+        to ``table`` (default: the writer's).
+
+        ``freeze``: COPY ... FREEZE, into a table created in the cursor's transaction;
+        once committed, its rows are visible to every transaction, even older ones.
+        """
         count = len(arrays[0])
         if len(self._buffer) < count:
             self._buffer = np.empty(count, dtype=self.dtype)
@@ -191,9 +196,10 @@ class CopyIn:
             else:
                 rows[f"val{index}"] = values
         statement = SQL(
-            "COPY %s (%s) FROM STDIN WITH (FORMAT binary)",
-            SQL.identifier(self.table),
+            "COPY %s (%s) FROM STDIN WITH (FORMAT binary%s)",
+            SQL.identifier(table or self.table),
             SQL(", ").join(SQL.identifier(name) for name in self.names),
+            SQL(", FREEZE") if freeze else SQL(),
         )
         reader = _Reader(HEADER, rows.view(np.uint8), TRAILER)
         cr.copy_expert(statement.code, reader, size=1 << 20)
