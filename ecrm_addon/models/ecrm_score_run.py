@@ -879,13 +879,13 @@ class EcrmScoreRun(models.Model):
         ``ecrm.customer.score``, in this transaction: users see the new scores when it
         commits, all at once, and a killed run leaves nothing behind but work tables.
 
-        Three things run side by side (numpy, COPY and the statements release the GIL):
-        this thread scores batch k+1; a second connection writes batch k into a work
-        table of its own (binary COPY with FREEZE in the transaction creating the table:
-        once committed, its rows are visible to this older transaction too); and this
-        transaction's cursor, in a third thread, publishes batch k-1 (see
-        ``_publish_batch``). A full run then deletes the scores of customers without
-        counted orders any more.
+        With several batches, three things run side by side (numpy, COPY and the
+        statements release the GIL): this thread scores batch k+1; a second connection
+        writes batch k into a work table of its own (binary COPY with FREEZE in the
+        transaction creating the table: once committed, its rows are visible to this
+        older transaction too); and this transaction's cursor, in a third thread,
+        publishes batch k-1 (see ``_publish_batch``). A full run then deletes the scores
+        of customers without counted orders any more.
         """
         cr = self.env.cr
         self.env["ecrm.customer.score"].flush_model()
@@ -907,6 +907,61 @@ class EcrmScoreRun(models.Model):
         tables = [
             self._batch_table(number, as_name=True) for number in range(-(-count // batch_size))
         ]
+        if len(tables) == 1:
+            # One batch (incremental runs, small companies): nothing to overlap, the run's
+            # cursor writes and publishes it.
+            table = SQL.identifier(tables[0])
+            cr.execute(SQL("DROP TABLE IF EXISTS %s", table))  # a killed attempt's
+            self._create_result_table(cr, table)
+            writer.append(cr, scorer(customers), table=tables[0])
+            # With the table's size known, a few customers' scores are found through
+            # the index instead of reading every score of the company.
+            cr.execute(SQL("ANALYZE %s", table))
+            published = self._publish_batch(table, customers["partner_id"], columns)
+            if history:
+                history(table, history_values)
+        elif tables:
+            published = self._score_and_publish_batches(
+                customers, scorer, batch_size, tables, columns, history, history_values
+            )
+        else:
+            published = 0
+        if existing > published:
+            # Customers without counted orders any more lose their score.
+            vanished = SQL("TRUE")
+            if tables:
+                scored = SQL(" UNION ALL ").join(
+                    SQL("SELECT partner_id FROM %s", SQL.identifier(table)) for table in tables
+                )
+                vanished = SQL(
+                    "NOT EXISTS (SELECT FROM (%s) f WHERE f.partner_id = c.partner_id)", scored
+                )
+            cr.execute(
+                SQL(
+                    "DELETE FROM ecrm_customer_score c WHERE c.company_id = %s AND %s",
+                    self.company_id.id,
+                    vanished,
+                )
+            )
+        if tables:
+            # By name: created after this transaction's snapshot, they are not in the
+            # pg_class it reads.
+            cr.execute(
+                SQL(
+                    "DROP TABLE IF EXISTS %s",
+                    SQL(", ").join(SQL.identifier(table) for table in tables),
+                )
+            )
+        self.env["ecrm.customer.score"].invalidate_model()
+        self.env["ecrm.customer.score.history"].invalidate_model()
+
+    def _score_and_publish_batches(
+        self, customers, scorer, batch_size, tables, columns, history, history_values
+    ):
+        """The pipeline of ``_score_and_publish``: return the number of scores written."""
+        cr = self.env.cr
+        writer = self._result_writer()
+        count = len(customers["partner_id"])
         with (
             sql_db.db_connect(cr.dbname).cursor() as writer_cr,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecrm_score_copy") as copier,
@@ -944,35 +999,7 @@ class EcrmScoreRun(models.Model):
                     writing.result()  # one batch's columns in memory at a time
                 writing = copier.submit(write, table, values)
                 publishing.append(publisher.submit(publish, writing, table, batch["partner_id"]))
-            published = sum(future.result() for future in publishing)
-        if existing > published:
-            # Customers without counted orders any more lose their score.
-            vanished = SQL("TRUE")
-            if tables:
-                scored = SQL(" UNION ALL ").join(
-                    SQL("SELECT partner_id FROM %s", SQL.identifier(table)) for table in tables
-                )
-                vanished = SQL(
-                    "NOT EXISTS (SELECT FROM (%s) f WHERE f.partner_id = c.partner_id)", scored
-                )
-            cr.execute(
-                SQL(
-                    "DELETE FROM ecrm_customer_score c WHERE c.company_id = %s AND %s",
-                    self.company_id.id,
-                    vanished,
-                )
-            )
-        if tables:
-            # By name: created after this transaction's snapshot, they are not in the
-            # pg_class it reads.
-            cr.execute(
-                SQL(
-                    "DROP TABLE IF EXISTS %s",
-                    SQL(", ").join(SQL.identifier(table) for table in tables),
-                )
-            )
-        self.env["ecrm.customer.score"].invalidate_model()
-        self.env["ecrm.customer.score.history"].invalidate_model()
+            return sum(future.result() for future in publishing)
 
     def _published_columns(self):
         """The score table's columns a run writes, with their SQL values: (inserted,

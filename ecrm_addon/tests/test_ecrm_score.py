@@ -15,6 +15,7 @@ from ..models.ecrm_score_math import (
     quintile_bounds,
     quintile_scores,
 )
+from ..models.ecrm_score_run import RESULT_COLUMNS
 from ..tools.pgcopy import CopyIn, copy_out, date_to_days, numeric_units
 from .common import EcrmCommon
 
@@ -427,6 +428,22 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(self._score(self.c2).frequency, 2)
         self.assertEqual(self._score(self.c2).scored_at, later)
         self.assertEqual(self.Score.search_count([("company_id", "=", self.company_r.id)]), 7)
+
+    def test_batches_publish_the_same_scores(self):
+        """Published batch after batch (scored, written by a second connection and
+        published side by side) or in one batch, a run writes the same scores."""
+        names = [name for name, _type in RESULT_COLUMNS if name != "expected_purchases_backtest"]
+        domain = [("company_id", "=", self.company_r.id)]
+        self._run()
+        in_one = self.Score.search_read(domain, ["partner_id", *names], order="partner_id")
+        self.Score.search(domain).write({"frequency": 0, "segment_id": False, "clv": 0})
+        self.Score.search(domain, limit=1).unlink()  # inserted again
+        self._run(batch_size=2)
+        in_batches = self.Score.search_read(domain, ["partner_id", *names], order="partner_id")
+        for row in in_one + in_batches:
+            del row["id"]
+        self.assertEqual(len(in_one), 7)
+        self.assertEqual(in_batches, in_one)
 
     def test_result_lost_in_a_crash_is_scored_again(self):
         """A result table (runs as of a past date, backtests) is unlogged: a server crash
