@@ -42,17 +42,19 @@ class EcrmRfmSegment(models.Model):
     @api.model
     def _get_segment_map(self):
         """Segment id of every (R, F, M) score triple, as a 5x5x5 nested list (0: none)."""
-        segments = self.search([("active", "=", True)])
+        # The ranges read once: 125 cells times a dozen segments of record reads cost
+        # more than the rest of a small run's scoring.
+        ranges = [
+            (segment.id, segment.r_min, segment.r_max, segment.f_min, segment.f_max,
+             segment.m_min, segment.m_max)
+            for segment in self.search([("active", "=", True)])
+        ]  # fmt: skip
         grid = [[[0] * 5 for _f in SCORE_RANGE] for _r in SCORE_RANGE]
         for r in SCORE_RANGE:
             for f in SCORE_RANGE:
                 for m in SCORE_RANGE:
-                    for segment in segments:
-                        if (
-                            segment.r_min <= r <= segment.r_max
-                            and segment.f_min <= f <= segment.f_max
-                            and segment.m_min <= m <= segment.m_max
-                        ):
-                            grid[r - 1][f - 1][m - 1] = segment.id
+                    for segment_id, r_min, r_max, f_min, f_max, m_min, m_max in ranges:
+                        if r_min <= r <= r_max and f_min <= f <= f_max and m_min <= m <= m_max:
+                            grid[r - 1][f - 1][m - 1] = segment_id
                             break
         return grid
