@@ -30,7 +30,14 @@ RUN_TYPES = [
     ("incremental", "Incremental"),
     ("backtest", "Backtest"),
 ]
-STEPS = [("aggregate", "Aggregate and Score"), ("publish", "Publish")]
+STEPS = [
+    ("aggregate", "Aggregate and Score"),
+    ("publish", "Publish"),
+    ("snapshot", "Monthly Snapshot"),
+]
+# Customers copied into the monthly history per cron call: the snapshot of a large
+# company is spread over calls (each row costs one foreign key check per reference).
+SNAPSHOT_BATCH = 200000
 # Customers scored per vectorised batch: bounds the memory of the predictions.
 BATCH_SIZE = 50000
 MIN_BATCH_SIZE = 5000
@@ -96,6 +103,8 @@ class EcrmScoreRun(models.Model):
         date write one unlogged result table instead, for the next step.
     publish: one transaction writes that table into the backtest lines or the monthly
         history and drops it.
+    snapshot: the period's first full run then copies the scores it published into the
+        monthly history, SNAPSHOT_BATCH customers per call.
 
     A killed run resumes at its step: each step can be repeated safely.
     """
@@ -134,6 +143,11 @@ class EcrmScoreRun(models.Model):
     finished_at = fields.Datetime(readonly=True)
     duration = fields.Float("Duration (s)", readonly=True)
     customers_scored = fields.Integer(readonly=True)
+    snapshot_partner_watermark = fields.Integer(
+        readonly=True,
+        help="The snapshot step has copied the scores of the customers up to this id into "
+        "the monthly history.",
+    )
     interaction_watermark = fields.Integer(
         readonly=True, help="The last interaction logged when the run started aggregating."
     )
@@ -317,6 +331,8 @@ class EcrmScoreRun(models.Model):
         start = time.perf_counter()
         if self.step == "aggregate":
             count = self._step_aggregate(batch_size)
+        elif self.step == "snapshot":
+            count = self._step_snapshot()
         else:
             count = self._step_publish()
         self.duration += time.perf_counter() - start
@@ -445,14 +461,13 @@ class EcrmScoreRun(models.Model):
         batch_size = max(1, min(batch_size, max(MIN_BATCH_SIZE, -(-count // PIPELINE_BATCHES))))
         if self._publishes_while_scoring():
             self._score_and_publish(customers, scorer, batch_size)
-            self.write(
-                {
-                    "state": "done",
-                    "step": False,
-                    "customers_scored": count,
-                    "finished_at": fields.Datetime.now(),
-                }
-            )
+            self.customers_scored = count
+            # The period's first full run is its snapshot (an incremental run holds only
+            # the customers it rescored), copied from the scores in the next calls.
+            if self.run_type == "full" and not self._history_exists():
+                self.write({"step": "snapshot", "snapshot_partner_watermark": 0})
+            else:
+                self.write({"state": "done", "step": False, "finished_at": fields.Datetime.now()})
             return count
         self._drop_work_tables()  # a killed attempt's
         self._create_result_table(self.env.cr, self._work_table(RESULT))
@@ -864,7 +879,6 @@ class EcrmScoreRun(models.Model):
             self._publish_backtest()
         else:
             self._publish_history(self._work_table(RESULT))  # as of a past date: history only
-            self.env["ecrm.customer.score.history"].invalidate_model()
         self._drop_work_tables()
         self.write({"state": "done", "step": False, "finished_at": fields.Datetime.now()})
         return self.customers_scored
@@ -900,12 +914,8 @@ class EcrmScoreRun(models.Model):
         # the last run's autovacuum, counting reads the index alone.
         existing = self._count_scores() if self.run_type == "full" else 0
         # Everything the publishing thread needs from the ORM, read here: it only runs
-        # statements. The period's first full run is its snapshot (an incremental run
-        # holds only the customers it rescored).
+        # statements.
         columns = self._published_columns()
-        snapshot = self.run_type == "full" and not self._history_exists()
-        history = self._history_insert if snapshot else None
-        history_values = self._history_values() if snapshot else None
         writer = self._result_writer()
         count = len(customers["partner_id"])
         tables = [
@@ -922,11 +932,9 @@ class EcrmScoreRun(models.Model):
             # the index instead of reading every score of the company.
             cr.execute(SQL("ANALYZE %s", table))
             published = self._publish_batch(table, customers["partner_id"], columns)
-            if history:
-                history(table, history_values)
         elif tables:
             published = self._score_and_publish_batches(
-                customers, scorer, batch_size, tables, columns, history, history_values
+                customers, scorer, batch_size, tables, columns
             )
         else:
             published = 0
@@ -957,11 +965,8 @@ class EcrmScoreRun(models.Model):
                 )
             )
         self.env["ecrm.customer.score"].invalidate_model()
-        self.env["ecrm.customer.score.history"].invalidate_model()
 
-    def _score_and_publish_batches(
-        self, customers, scorer, batch_size, tables, columns, history, history_values
-    ):
+    def _score_and_publish_batches(self, customers, scorer, batch_size, tables, columns):
         """The pipeline of ``_score_and_publish``: return the number of scores written."""
         cr = self.env.cr
         writer = self._result_writer()
@@ -988,10 +993,7 @@ class EcrmScoreRun(models.Model):
 
             def publish(writing, table, partners):
                 writing.result()
-                written = self._publish_batch(SQL.identifier(table), partners, columns)
-                if history:
-                    history(SQL.identifier(table), history_values)
-                return written
+                return self._publish_batch(SQL.identifier(table), partners, columns)
 
             writing, publishing = None, []
             for table, start in zip(tables, range(0, count, batch_size), strict=True):
@@ -1108,19 +1110,60 @@ class EcrmScoreRun(models.Model):
 
     def _publish_history(self, result):
         """The period's snapshot of the scored customers in work table ``result``."""
-        self._history_insert(result, self._history_values())
+        self._insert_history(
+            SQL(
+                """SELECT f.partner_id, f.r_score, f.f_score, f.m_score, %s, %s,
+                          f.loyalty_score, %s, %s, f.monetary_total
+                     FROM %s f""",
+                self._published("segment_id"),
+                self._published("tier_id"),
+                self._published("churn_risk"),
+                self._published("clv"),
+                result,
+            )
+        )
+        self.env["ecrm.customer.score.history"].invalidate_model()
 
-    def _history_values(self):
-        return {
-            "period": self._reference_day().replace(day=1),
-            "company": self.company_id.id,
-            "uid": self.env.uid,
-            "now": self.env.cr.now(),
-            "run": self.id,
-        }
+    def _step_snapshot(self):
+        """Copy the next SNAPSHOT_BATCH customers' published scores (the ones this run
+        just wrote: the next run waits for this one) into the period's history."""
+        cr = self.env.cr
+        company, after = self.company_id.id, self.snapshot_partner_watermark
+        cr.execute(
+            SQL(
+                """SELECT partner_id FROM ecrm_customer_score
+                    WHERE company_id = %s AND partner_id > %s
+                 ORDER BY partner_id OFFSET %s LIMIT 1""",
+                company,
+                after,
+                SNAPSHOT_BATCH - 1,
+            )
+        )
+        row = cr.fetchone()
+        last = row[0] if row else None
+        self._insert_history(
+            SQL(
+                """SELECT c.partner_id, c.r_score, c.f_score, c.m_score, c.segment_id,
+                          c.tier_id, c.loyalty_score, c.churn_risk, c.clv, c.monetary_total
+                     FROM ecrm_customer_score c
+                    WHERE c.company_id = %s AND c.partner_id > %s AND %s""",
+                company,
+                after,
+                SQL("c.partner_id <= %s", last) if last else SQL("TRUE"),
+            )
+        )
+        copied = cr.rowcount
+        self.env["ecrm.customer.score.history"].invalidate_model()
+        if last:
+            self.snapshot_partner_watermark = last
+        else:
+            self.write({"state": "done", "step": False, "finished_at": fields.Datetime.now()})
+        return copied
 
-    def _history_insert(self, result, values):
-        """Statement only (no ORM): ``values`` from ``_history_values``."""
+    def _insert_history(self, rows):
+        """Insert (or, run again, update) the period's snapshot of ``rows``: a query of
+        partner_id, r_score, f_score, m_score, segment_id, tier_id, loyalty_score,
+        churn_risk, clv and monetary_total as published."""
         self.env.cr.execute(
             SQL(
                 """
@@ -1128,11 +1171,12 @@ class EcrmScoreRun(models.Model):
                     period, partner_id, company_id, run_id, r_score, f_score, m_score,
                     segment_id, tier_id, loyalty_score, churn_risk, clv, monetary_total,
                     create_uid, create_date, write_uid, write_date)
-                SELECT %(period)s, f.partner_id, %(company)s, %(run)s, f.r_score, f.f_score,
-                       f.m_score, %(segment)s, %(tier)s, f.loyalty_score, %(churn_risk)s,
-                       %(clv)s, f.monetary_total,
+                SELECT %(period)s, r.partner_id, %(company)s, %(run)s, r.r_score, r.f_score,
+                       r.m_score, r.segment_id, r.tier_id, r.loyalty_score, r.churn_risk,
+                       r.clv, r.monetary_total,
                        %(uid)s, %(now)s::timestamp, %(uid)s, %(now)s::timestamp
-                  FROM %(result)s f
+                  FROM (%(rows)s) AS r (partner_id, r_score, f_score, m_score, segment_id,
+                       tier_id, loyalty_score, churn_risk, clv, monetary_total)
                 ON CONFLICT (partner_id, company_id, period) DO UPDATE SET
                     run_id = EXCLUDED.run_id, r_score = EXCLUDED.r_score,
                     f_score = EXCLUDED.f_score, m_score = EXCLUDED.m_score,
@@ -1141,12 +1185,12 @@ class EcrmScoreRun(models.Model):
                     clv = EXCLUDED.clv, monetary_total = EXCLUDED.monetary_total,
                     write_date = EXCLUDED.write_date
                 """,
-                **values,
-                segment=self._published("segment_id"),
-                tier=self._published("tier_id"),
-                churn_risk=self._published("churn_risk"),
-                clv=self._published("clv"),
-                result=result,
+                period=self._reference_day().replace(day=1),
+                company=self.company_id.id,
+                run=self.id,
+                uid=self.env.uid,
+                now=self.env.cr.now(),
+                rows=rows,
             )
         )
 

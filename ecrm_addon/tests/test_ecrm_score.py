@@ -308,7 +308,16 @@ class TestEcrmRfm(EcrmScoreCommon):
         self._order_on(self.c2, self._at(1), 75, company=self.company_r)
         self.assertEqual(self._run(run_type="incremental").customers_scored, 1)
         self.assertFalse(History.search_count(this_period))
-        self._run()
+        # The full run publishes the scores, then copies them in calls of its own (here
+        # of 3 customers).
+        run = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        run._execute_step()
+        self.assertEqual((run.state, run.step), ("running", "snapshot"))
+        self.assertEqual(self._score(self.c2).frequency, 2, "published")
+        with patch("odoo.addons.ecrm_addon.models.ecrm_score_run.SNAPSHOT_BATCH", 3):
+            copied = [run._execute_step() for _call in range(3)]
+        self.assertEqual(copied, [3, 3, 1])
+        self.assertEqual(run.state, "done")
         self.assertEqual(History.search_count(this_period), 7)
         self.assertEqual(
             History.search([*this_period, ("partner_id", "=", self.c2.id)]).monetary_total,
