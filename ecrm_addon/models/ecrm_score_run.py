@@ -1016,10 +1016,6 @@ class EcrmScoreRun(models.Model):
         values = [
             ("scored_at", SQL("%s", self.reference_date)),
             *((name, self._published(name)) for name in published),
-            ("write_uid", SQL("%s", self.env.uid)),
-            # The transaction's time, once: "now() AT TIME ZONE 'UTC'" is converted again
-            # for each row (0.3-0.5 s for 1,000,000 rows).
-            ("write_date", SQL("%s", self.env.cr.now())),
         ]
         # Requests of rescoring made since the run aggregated stay for the next one.
         updates = [
@@ -1032,12 +1028,7 @@ class EcrmScoreRun(models.Model):
                 ),
             ),
         ]
-        inserted = [
-            ("company_id", SQL("%s", self.company_id.id)),
-            ("create_uid", SQL("%s", self.env.uid)),
-            ("create_date", SQL("%s", self.env.cr.now())),
-            *values,
-        ]
+        inserted = [("company_id", SQL("%s", self.company_id.id)), *values]
         return {"company": self.company_id.id, "inserted": inserted, "updated": updates}
 
     def _publish_batch(self, batch, partners, columns):
