@@ -986,9 +986,9 @@ class EcrmScoreRun(models.Model):
                 writer_cr.execute(SQL("DROP TABLE %s", SQL.identifier(name)))
             writer_cr.commit()
 
-            def write(table, values):
+            def write(table, scored):
                 self._create_result_table(writer_cr, SQL.identifier(table))
-                writer.append(writer_cr, values, table=table, freeze=True)
+                writer.append(writer_cr, scored, table=table, freeze=True)
                 writer_cr.commit()
 
             def publish(writing, table, partners):
@@ -1000,10 +1000,10 @@ class EcrmScoreRun(models.Model):
                 batch = {
                     name: values[start : start + batch_size] for name, values in customers.items()
                 }
-                values = scorer(batch)
+                scored = scorer(batch)
                 if writing:
                     writing.result()  # one batch's columns in memory at a time
-                writing = copier.submit(write, table, values)
+                writing = copier.submit(write, table, scored)
                 publishing.append(publisher.submit(publish, writing, table, batch["partner_id"]))
             return sum(future.result() for future in publishing)
 
