@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
+import psycopg2
 import pytz
+from psycopg2.pool import PoolError
 
 from odoo import api, fields, models, sql_db
 from odoo.exceptions import UserError
@@ -921,23 +923,37 @@ class EcrmScoreRun(models.Model):
         tables = [
             self._batch_table(number, as_name=True) for number in range(-(-count // batch_size))
         ]
-        if len(tables) == 1:
-            # One batch (incremental runs, small companies): nothing to overlap, the run's
-            # cursor writes and publishes it.
-            table = SQL.identifier(tables[0])
-            cr.execute(SQL("DROP TABLE IF EXISTS %s", table))  # a killed attempt's
-            self._create_result_table(cr, table)
-            writer.append(cr, scorer(customers), table=tables[0])
-            # With the table's size known, a few customers' scores are found through
-            # the index instead of reading every score of the company.
-            cr.execute(SQL("ANALYZE %s", table))
-            published = self._publish_batch(table, customers["partner_id"], columns)
-        elif tables:
+        writer_cr = None
+        if len(tables) > 1:
+            try:
+                writer_cr = sql_db.db_connect(cr.dbname).cursor()
+            except (PoolError, psycopg2.OperationalError) as error:
+                _logger.warning(
+                    "ecrm: %s: no second connection (%s), batches published in turn",
+                    self.name,
+                    error,
+                )
+        if writer_cr:
             published = self._score_and_publish_batches(
-                customers, scorer, batch_size, tables, columns
+                customers, scorer, batch_size, tables, columns, writer_cr
             )
         else:
+            # One batch (incremental runs, small companies): nothing to overlap, the run's
+            # cursor writes and publishes it.
             published = 0
+            for table, start in zip(tables, range(0, count, batch_size), strict=True):
+                batch = {
+                    name: values[start : start + batch_size] for name, values in customers.items()
+                }
+                name = SQL.identifier(table)
+                cr.execute(SQL("DROP TABLE IF EXISTS %s", name))  # a killed attempt's
+                self._create_result_table(cr, name)
+                writer.append(cr, scorer(batch), table=table)
+                if len(tables) == 1:
+                    # With the table's size known, a few customers' scores are found
+                    # through the index instead of reading every score of the company.
+                    cr.execute(SQL("ANALYZE %s", name))
+                published += self._publish_batch(name, batch["partner_id"], columns)
         if existing > published:
             # Customers without counted orders any more lose their score.
             vanished = SQL("TRUE")
@@ -966,13 +982,13 @@ class EcrmScoreRun(models.Model):
             )
         self.env["ecrm.customer.score"].invalidate_model()
 
-    def _score_and_publish_batches(self, customers, scorer, batch_size, tables, columns):
-        """The pipeline of ``_score_and_publish``: return the number of scores written."""
-        cr = self.env.cr
+    def _score_and_publish_batches(self, customers, scorer, batch_size, tables, columns, writer_cr):
+        """The pipeline of ``_score_and_publish``, the batches written through
+        ``writer_cr`` (closed at the end): return the number of scores written."""
         writer = self._result_writer()
         count = len(customers["partner_id"])
         with (
-            sql_db.db_connect(cr.dbname).cursor() as writer_cr,
+            writer_cr,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecrm_score_copy") as copier,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecrm_score_publish") as publisher,
         ):

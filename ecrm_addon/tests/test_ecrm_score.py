@@ -3,6 +3,7 @@ from unittest.mock import patch
 
 import numpy as np
 import pytz
+from psycopg2.pool import PoolError
 
 from odoo import Command, fields
 from odoo.exceptions import AccessError, UserError
@@ -448,10 +449,22 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.Score.search(domain, limit=1).unlink()  # inserted again
         self._run(batch_size=2)
         in_batches = self.Score.search_read(domain, ["partner_id", *names], order="partner_id")
-        for row in in_one + in_batches:
+        # Without a second connection (the worker's pool is full), batch after batch on
+        # the run's cursor.
+        self.Score.search(domain).write({"frequency": 0, "segment_id": False, "clv": 0})
+        full_pool = patch(
+            "odoo.addons.ecrm_addon.models.ecrm_score_run.sql_db.db_connect",
+            side_effect=PoolError("The Connection Pool Is Full"),
+        )
+        with full_pool, self.assertLogs("odoo.addons.ecrm_addon", "WARNING") as logs:
+            self._run(batch_size=2)
+        self.assertIn("no second connection", logs.output[0])
+        in_turn = self.Score.search_read(domain, ["partner_id", *names], order="partner_id")
+        for row in in_one + in_batches + in_turn:
             del row["id"]
         self.assertEqual(len(in_one), 7)
         self.assertEqual(in_batches, in_one)
+        self.assertEqual(in_turn, in_one)
 
     def test_result_lost_in_a_crash_is_scored_again(self):
         """A result table (runs as of a past date, backtests) is unlogged: a server crash
