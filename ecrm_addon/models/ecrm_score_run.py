@@ -1176,12 +1176,10 @@ class EcrmScoreRun(models.Model):
                 """
                 INSERT INTO ecrm_customer_score_history AS h (
                     period, partner_id, company_id, run_id, r_score, f_score, m_score,
-                    segment_id, tier_id, loyalty_score, churn_risk, clv, monetary_total,
-                    create_uid, create_date, write_uid, write_date)
+                    segment_id, tier_id, loyalty_score, churn_risk, clv, monetary_total)
                 SELECT %(period)s, r.partner_id, %(company)s, %(run)s, r.r_score, r.f_score,
                        r.m_score, r.segment_id, r.tier_id, r.loyalty_score, r.churn_risk,
-                       r.clv, r.monetary_total,
-                       %(uid)s, %(now)s::timestamp, %(uid)s, %(now)s::timestamp
+                       r.clv, r.monetary_total
                   FROM (%(rows)s) AS r (partner_id, r_score, f_score, m_score, segment_id,
                        tier_id, loyalty_score, churn_risk, clv, monetary_total)
                 ON CONFLICT (partner_id, company_id, period) DO UPDATE SET
@@ -1189,14 +1187,11 @@ class EcrmScoreRun(models.Model):
                     f_score = EXCLUDED.f_score, m_score = EXCLUDED.m_score,
                     segment_id = EXCLUDED.segment_id, tier_id = EXCLUDED.tier_id,
                     loyalty_score = EXCLUDED.loyalty_score, churn_risk = EXCLUDED.churn_risk,
-                    clv = EXCLUDED.clv, monetary_total = EXCLUDED.monetary_total,
-                    write_date = EXCLUDED.write_date
+                    clv = EXCLUDED.clv, monetary_total = EXCLUDED.monetary_total
                 """,
                 period=self._reference_day().replace(day=1),
                 company=self.company_id.id,
                 run=self.id,
-                uid=self.env.uid,
-                now=self.env.cr.now(),
                 rows=rows,
             )
         )
