@@ -182,27 +182,29 @@ class EcrmScoreRun(models.Model):
         name = f"{prefix}{self.id}"
         return name if as_name else SQL.identifier(name)
 
-    def _batch_table(self, number, as_name=False):
-        """The work table of the run's batch ``number`` (runs publishing while scoring)."""
-        name = f"{RESULT}{self.id}_{number}"
-        return name if as_name else SQL.identifier(name)
+    def _batch_table(self, number):
+        """The name of the run's batch ``number`` table (runs publishing while scoring)."""
+        return f"{RESULT}{self.id}_{number}"
 
-    def _drop_work_tables(self):
-        for run in self:
-            self.env.cr.execute(
+    def _drop_work_tables(self, cr=None):
+        """Drop the runs' work tables that ``cr`` (default: this transaction's) sees."""
+        if not self:
+            return
+        cr = cr or self.env.cr
+        cr.execute(
+            SQL(
+                "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s",
+                rf"^({'|'.join(WORK_TABLES)})({'|'.join(map(str, self.ids))})(_[0-9]+)?$",
+            )
+        )
+        names = [name for (name,) in cr.fetchall()]
+        if names:
+            cr.execute(
                 SQL(
-                    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s",
-                    rf"^({'|'.join(WORK_TABLES)}){run.id}(_[0-9]+)?$",
+                    "DROP TABLE IF EXISTS %s",
+                    SQL(", ").join(SQL.identifier(name) for name in names),
                 )
             )
-            names = [name for (name,) in self.env.cr.fetchall()]
-            if names:
-                self.env.cr.execute(
-                    SQL(
-                        "DROP TABLE IF EXISTS %s",
-                        SQL(", ").join(SQL.identifier(name) for name in names),
-                    )
-                )
 
     @api.model
     def _gc_work_tables(self, keep_pending=True):
@@ -479,10 +481,7 @@ class EcrmScoreRun(models.Model):
         # GIL), and the cursor is only used by the sending thread meanwhile.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecrm_score_copy") as sender:
             sending = None
-            for start in range(0, count, batch_size):
-                batch = {
-                    name: values[start : start + batch_size] for name, values in customers.items()
-                }
+            for batch in self._batches(customers, batch_size):
                 columns = scorer(batch)
                 if sending:
                     sending.result()
@@ -491,6 +490,12 @@ class EcrmScoreRun(models.Model):
                 sending.result()
         self.write({"step": "publish", "customers_scored": count})
         return count
+
+    @staticmethod
+    def _batches(customers, batch_size):
+        """The customers' arrays, ``batch_size`` customers at a time (views, no copy)."""
+        for start in range(0, len(customers["partner_id"]), batch_size):
+            yield {name: values[start : start + batch_size] for name, values in customers.items()}
 
     def _publishes_while_scoring(self):
         """Runs of the current scores publish them while scoring, in one step; backtests
@@ -920,9 +925,7 @@ class EcrmScoreRun(models.Model):
         columns = self._published_columns()
         writer = self._result_writer()
         count = len(customers["partner_id"])
-        tables = [
-            self._batch_table(number, as_name=True) for number in range(-(-count // batch_size))
-        ]
+        tables = [self._batch_table(number) for number in range(-(-count // batch_size))]
         writer_cr = None
         if len(tables) > 1:
             try:
@@ -941,10 +944,7 @@ class EcrmScoreRun(models.Model):
             # One batch (incremental runs, small companies): nothing to overlap, the run's
             # cursor writes and publishes it.
             published = 0
-            for table, start in zip(tables, range(0, count, batch_size), strict=True):
-                batch = {
-                    name: values[start : start + batch_size] for name, values in customers.items()
-                }
+            for table, batch in zip(tables, self._batches(customers, batch_size), strict=True):
                 name = SQL.identifier(table)
                 cr.execute(SQL("DROP TABLE IF EXISTS %s", name))  # a killed attempt's
                 self._create_result_table(cr, name)
@@ -986,7 +986,6 @@ class EcrmScoreRun(models.Model):
         """The pipeline of ``_score_and_publish``, the batches written through
         ``writer_cr`` (closed at the end): return the number of scores written."""
         writer = self._result_writer()
-        count = len(customers["partner_id"])
         with (
             writer_cr,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecrm_score_copy") as copier,
@@ -994,12 +993,7 @@ class EcrmScoreRun(models.Model):
         ):
             # A killed attempt's tables, committed: dropped by the connection that sees
             # them (this transaction's snapshot may be older than they are).
-            writer_cr.execute(
-                SQL("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ %s",
-                    rf"^{RESULT}{self.id}_[0-9]+$")
-            )  # fmt: skip
-            for (name,) in writer_cr.fetchall():
-                writer_cr.execute(SQL("DROP TABLE %s", SQL.identifier(name)))
+            self._drop_work_tables(writer_cr)
             writer_cr.commit()
 
             def write(table, scored):
@@ -1012,10 +1006,7 @@ class EcrmScoreRun(models.Model):
                 return self._publish_batch(SQL.identifier(table), partners, columns)
 
             writing, publishing = None, []
-            for table, start in zip(tables, range(0, count, batch_size), strict=True):
-                batch = {
-                    name: values[start : start + batch_size] for name, values in customers.items()
-                }
+            for table, batch in zip(tables, self._batches(customers, batch_size), strict=True):
                 scored = scorer(batch)
                 if writing:
                     writing.result()  # one batch's columns in memory at a time
