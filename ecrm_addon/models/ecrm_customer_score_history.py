@@ -15,11 +15,14 @@ class EcrmCustomerScoreHistory(models.Model):
     # row; the two user references were a fifth of the time.
     _log_access = False
 
-    period = fields.Date(required=True, index=True, help="First day of the month.")
+    # Found through the unique index (company, period, customer): whether a period has
+    # its snapshot, a period's customers (migrations between segments), a customer's
+    # snapshot in a period.
+    period = fields.Date(required=True, help="First day of the month.")
     partner_id = fields.Many2one(
         "res.partner", string="Customer", required=True, index=True, ondelete="cascade"
     )
-    company_id = fields.Many2one("res.company", required=True, index=True, ondelete="cascade")
+    company_id = fields.Many2one("res.company", required=True, ondelete="cascade")
     currency_id = fields.Many2one(related="company_id.currency_id")
     run_id = fields.Many2one("ecrm.score.run", ondelete="set null")
     r_score = fields.Selection(SCORE_SELECTION, "R")
@@ -35,7 +38,7 @@ class EcrmCustomerScoreHistory(models.Model):
     _sql_constraints = [
         (
             "partner_company_period_uniq",
-            "unique(partner_id, company_id, period)",
+            "unique(company_id, period, partner_id)",
             "One snapshot per customer, company and period.",
         ),
     ]

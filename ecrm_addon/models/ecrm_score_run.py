@@ -1099,12 +1099,23 @@ class EcrmScoreRun(models.Model):
         return self.env.cr.fetchone()[0]
 
     def _history_exists(self):
-        period = self._reference_day().replace(day=1)
-        return bool(
-            self.env["ecrm.customer.score.history"].search_count(
-                [("company_id", "=", self.company_id.id), ("period", "=", period)], limit=1
+        """Whether the company's history has a snapshot of the reference date's month.
+
+        Ordered as the unique index (company, period, customer) so that it is read: a
+        period holds all of a company's customers, so the planner would rather read the
+        table until the first match, which for this month is after every older month
+        (1.1 s with four months of 1,000,000 customers).
+        """
+        self.env["ecrm.customer.score.history"].flush_model(["company_id", "period"])
+        self.env.cr.execute(
+            SQL(
+                """SELECT 1 FROM ecrm_customer_score_history
+                    WHERE company_id = %s AND period = %s ORDER BY partner_id LIMIT 1""",
+                self.company_id.id,
+                self._reference_day().replace(day=1),
             )
         )
+        return bool(self.env.cr.fetchone())
 
     def _publish_history(self, result):
         """The period's snapshot of the scored customers in work table ``result``."""
