@@ -44,6 +44,11 @@ SNAPSHOT_BATCH = 200000
 BATCH_SIZE = 50000
 MIN_BATCH_SIZE = 5000
 PIPELINE_BATCHES = 8
+# Customers the value models are fitted on, at most (system parameter
+# ``ecrm_addon.score_fit_customers``, 0 for all): the estimates' sampling error at this
+# size is a fraction of a percent (see ``_fit_sample``), and fitting on all of a large
+# company's customers was a second of each run at 1,000,000.
+FIT_CUSTOMERS = 250000
 # Columns of the result table, named and typed as in ecrm_customer_score; the last one
 # is only read by backtests.
 RESULT_COLUMNS = [
@@ -155,16 +160,26 @@ class EcrmScoreRun(models.Model):
     )
     message = fields.Text(readonly=True)
     bounds = fields.Json(readonly=True, help="Quintile bounds of recency, frequency, monetary.")
-    bgnbd_r = fields.Float("BG/NBD r", digits=(16, 6), readonly=True)
-    bgnbd_alpha = fields.Float("BG/NBD alpha", digits=(16, 6), readonly=True)
-    bgnbd_a = fields.Float("BG/NBD a", digits=(16, 6), readonly=True)
-    bgnbd_b = fields.Float("BG/NBD b", digits=(16, 6), readonly=True)
+    # The estimates in full precision (double precision columns, 6 decimals on screen):
+    # rounded to 6 decimals, an estimate at its lower bound became 0 and the run, then
+    # the incremental runs copying it, could not score with it.
+    bgnbd_r = fields.Float("BG/NBD r", readonly=True)
+    bgnbd_alpha = fields.Float("BG/NBD alpha", readonly=True)
+    bgnbd_a = fields.Float("BG/NBD a", readonly=True)
+    bgnbd_b = fields.Float("BG/NBD b", readonly=True)
     bgnbd_log_likelihood = fields.Float("BG/NBD log-likelihood", readonly=True)
-    gg_p = fields.Float("Gamma-Gamma p", digits=(16, 6), readonly=True)
-    gg_q = fields.Float("Gamma-Gamma q", digits=(16, 6), readonly=True)
-    gg_v = fields.Float("Gamma-Gamma v", digits=(16, 6), readonly=True)
+    gg_p = fields.Float("Gamma-Gamma p", readonly=True)
+    gg_q = fields.Float("Gamma-Gamma q", readonly=True)
+    gg_v = fields.Float("Gamma-Gamma v", readonly=True)
     gg_log_likelihood = fields.Float("Gamma-Gamma log-likelihood", readonly=True)
     model_fitted = fields.Boolean(readonly=True)
+    fit_customers = fields.Integer(
+        "Customers Fitted",
+        readonly=True,
+        help="The models are fitted on at most this many of the company's customers, the "
+        "same ones from one run to the next (system parameter "
+        "ecrm_addon.score_fit_customers, 0 for all of them); every customer is scored.",
+    )
     backtest_days = fields.Integer(
         "Backtest Horizon (days)",
         default=180,
@@ -691,24 +706,29 @@ class EcrmScoreRun(models.Model):
             order="id desc",
             limit=1,
         )
-        values = {"model_fitted": False}
+        sample = self._fit_sample(customers["partner_id"])
+        fitted = {
+            name: customers[name][sample]
+            for name in ("x", "t_x", "age", "frequency", "order_total")
+        }
+        values = {"model_fitted": False, "fit_customers": len(fitted["x"])}
         # The two models are independent: fitted side by side (their likelihoods are
         # numpy and scipy special functions over whole arrays, which release the GIL),
         # each as soon as its data is ready, while the quintile bounds are computed.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ecrm_score_fit") as fitter:
             # Gamma-Gamma on the repeat buyers' average order value.
-            buyers = (customers["x"] > 0) & (customers["order_total"] > 0)
+            buyers = (fitted["x"] > 0) & (fitted["order_total"] > 0)
             fitting_gg = fitter.submit(
                 clv.fit_gamma_gamma,
-                customers["x"][buyers].astype(np.float64),
-                customers["order_total"][buyers] / customers["frequency"][buyers],
-                initial=(previous.gg_p, previous.gg_q, previous.gg_v) if previous else None,
+                fitted["x"][buyers].astype(np.float64),
+                fitted["order_total"][buyers] / fitted["frequency"][buyers],
+                initial=self._warm_start(previous, ("gg_p", "gg_q", "gg_v")),
             )
             # BG/NBD on the distinct (x, t_x, age) of customers older than a day, with
-            # counts (integer days: a few 10^5 rows for 10^6 customers).
-            older = customers["age"] > 0
+            # counts (integer days).
+            older = fitted["age"] > 0
             summary, weights = distinct_rows(
-                customers["x"][older], customers["t_x"][older], customers["age"][older]
+                fitted["x"][older], fitted["t_x"][older], fitted["age"][older]
             )
             fitting_bgnbd = fitter.submit(
                 clv.fit_bgnbd,
@@ -716,9 +736,9 @@ class EcrmScoreRun(models.Model):
                 summary[:, 1],
                 summary[:, 2],
                 weights=weights.astype(np.float64),
-                initial=(previous.bgnbd_r, previous.bgnbd_alpha, previous.bgnbd_a, previous.bgnbd_b)
-                if previous
-                else None,
+                initial=self._warm_start(
+                    previous, ("bgnbd_r", "bgnbd_alpha", "bgnbd_a", "bgnbd_b")
+                ),
             )
             self.bounds = {
                 "r": quintile_bounds(-customers["recency_days"]),
@@ -748,11 +768,45 @@ class EcrmScoreRun(models.Model):
             )
         self.write(values)
 
+    @staticmethod
+    def _warm_start(previous, names):
+        """The ``previous`` run's estimates as the start of a fit (None: no previous
+        run). They are stored with 6 decimals: an estimate at its lower bound reads back
+        as 0, which is no valid start, hence the floor at the storage's resolution."""
+        return tuple(max(previous[name], 1e-6) for name in names) if previous else None
+
+    def _fit_sample(self, partners):
+        """The customers the models are fitted on (a slice or index array of
+        ``partners``): all of them, or the ``ecrm_addon.score_fit_customers`` ones whose
+        ids hash lowest (a multiplicative hash, unrelated to what they bought), so that
+        each night fits on the same customers and the estimates move with the data only.
+
+        Fitting on a sample is the usual way with these models on large customer
+        bases: the estimates' sampling error falls as one over the square root of the
+        sample size (about 0.3 to 1.6 % at 250,000 customers, from the 0.7 to 3.6 % at
+        50,000 measured in test_ecrm_clv_model). On 1,000,000 generated customers,
+        fitting on 250,000 moved P(active) by 0.0025 at most and the expected purchases
+        in a year by 0.3 % (median).
+        """
+        params = self.env["ir.config_parameter"].sudo()  # sudo: scoring settings
+        try:
+            limit = int(params.get_param("ecrm_addon.score_fit_customers", FIT_CUSTOMERS))
+        except ValueError:
+            _logger.warning(
+                "ecrm: ecrm_addon.score_fit_customers is not a number: %s used", FIT_CUSTOMERS
+            )
+            limit = FIT_CUSTOMERS
+        if limit <= 0 or len(partners) <= limit:
+            return slice(None)
+        hashed = (partners.astype(np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+        return np.sort(np.argpartition(hashed, limit - 1)[:limit])
+
     def _copy_model_from(self, base):
         self.write(
             {
                 "bounds": base.bounds,
                 "model_fitted": base.model_fitted,
+                "fit_customers": base.fit_customers,
                 **{
                     name: base[name]
                     for name in (

@@ -556,6 +556,63 @@ class TestEcrmScoreDemo(EcrmScoreCommon):
             self.Score.search([("scored_at", "=", run.reference_date)]), "backtests publish nothing"
         )
 
+    def test_models_fitted_on_a_sample(self):
+        """Above ``ecrm_addon.score_fit_customers`` customers the models are fitted on
+        that many, the same ones from one run to the next; every customer is scored."""
+        full = self._run()
+        self.assertTrue(full.model_fitted, full.message)
+        self.assertEqual(full.fit_customers, full.customers_scored)
+        sample = full.customers_scored - 20
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param("ecrm_addon.score_fit_customers", sample)
+        first, second = self._run(), self._run()
+        self.assertTrue(first.model_fitted, first.message)
+        self.assertEqual((first.fit_customers, second.fit_customers), (sample, sample))
+        self.assertEqual(first.customers_scored, full.customers_scored)
+        self.assertEqual(
+            self.Score.search_count([("company_id", "=", full.company_id.id)]),
+            full.customers_scored,
+        )
+        names = ("bgnbd_r", "bgnbd_alpha", "bgnbd_a", "bgnbd_b", "gg_p", "gg_q", "gg_v")
+        for name in names:
+            # the same customers (the second run starts from the first one's estimates)
+            self.assertAlmostEqual(second[name] / first[name], 1, delta=1e-3, msg=name)
+        self.assertTrue(
+            any(abs(first[name] / full[name] - 1) > 1e-3 for name in names),
+            "fitted on the sample, not on every customer",
+        )
+        # A small sample puts an estimate at its bound, near 0: the run still scores
+        # with it (rounded to 6 decimals when stored, it was 0 and failed the run).
+        params.set_param("ecrm_addon.score_fit_customers", 40)
+        small = self._run()
+        self.assertEqual(small.state, "done")
+        self.assertTrue(small.model_fitted, small.message)
+        scores = self.Score.search([("company_id", "=", full.company_id.id)])
+        self.assertTrue(all(0 <= p_alive <= 1 for p_alive in scores.mapped("p_alive")))
+
+    def test_fit_sample_is_a_hash_of_the_ids(self):
+        run = self.Run.create({"company_id": self.company_a.id})
+        partners = np.arange(1000, 3000, dtype=np.int32)
+        self.env["ir.config_parameter"].sudo().set_param("ecrm_addon.score_fit_customers", 0)
+        self.assertEqual(run._fit_sample(partners), slice(None))
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param("ecrm_addon.score_fit_customers", 2000)
+        self.assertEqual(run._fit_sample(partners), slice(None))
+        params.set_param("ecrm_addon.score_fit_customers", 300)
+        sample = run._fit_sample(partners)
+        self.assertEqual(len(sample), 300)
+        self.assertTrue((np.diff(sample) > 0).all(), "in customer order")
+        np.testing.assert_array_equal(sample, run._fit_sample(partners))
+        hashed = (partners.astype(np.uint64) * 2654435761) % 2**32
+        chosen = np.zeros(len(partners), dtype=bool)
+        chosen[sample] = True
+        self.assertLess(hashed[chosen].max(), hashed[~chosen].min())
+        # spread over the ids, not their first or last ones
+        self.assertLess(abs(np.median(partners[sample]) - np.median(partners)), 200)
+        params.set_param("ecrm_addon.score_fit_customers", "many")
+        with self.assertLogs("odoo.addons.ecrm_addon.models.ecrm_score_run", "WARNING"):
+            self.assertEqual(run._fit_sample(partners), slice(None), "the default, 250,000")
+
 
 @tagged("post_install", "-at_install", "ecrm")
 class TestEcrmScoreNumerics(TransactionCase):
