@@ -393,7 +393,9 @@ class EcrmScoreRun(models.Model):
         return company.partner_id.tz or "UTC"
 
     def _get_changed_partner_ids(self, previous):
-        """Customers to rescore since the ``previous`` run started, found through indexes:
+        """Commercial partners to rescore since the ``previous`` run started (each one's
+        current commercial entity, as their contacts are found from it: see
+        ``_get_contacts_query``), found through indexes:
         orders created or confirmed since (confirming sets the order date), credit notes
         written since, interactions logged since (ids above the previous run's
         watermark) and customers whose rescoring was requested (cancelled orders).
@@ -419,8 +421,8 @@ class EcrmScoreRun(models.Model):
                   FROM ecrm_interaction i
                  WHERE i.id > %(watermark)s AND i.company_id = %(company)s
                  UNION
-                SELECT c.partner_id
-                  FROM ecrm_customer_score c
+                SELECT p.commercial_partner_id
+                  FROM ecrm_customer_score c JOIN res_partner p ON p.id = c.partner_id
                  WHERE c.company_id = %(company)s AND c.rescore_requested_at IS NOT NULL
                 """,
                 company=self.company_id.id,
@@ -541,20 +543,15 @@ class EcrmScoreRun(models.Model):
         zone conversions alone cost a tenth of the aggregation) and the joins.
         """
         cr = self.env.cr
+        # Orders of a company's contacts count for the company (its commercial entity).
+        contacts, companies = copy_out(cr, self._get_contacts_query(changed), ["int4", "int4"])
+        ordering = None
+        if changed is not None:
+            ordering = np.unique(np.concatenate([np.asarray(changed, dtype=np.int32), contacts]))
         partner, frequency, first, last, total = copy_out(
             cr,
-            self._get_orders_query(states, changed),
+            self._get_orders_query(states, ordering),
             ["int4", "int8", "timestamp", "timestamp", "float8"],
-        )
-        # Orders of a company's contacts count for the company (its commercial entity).
-        contacts, companies = copy_out(
-            cr,
-            SQL(
-                """SELECT id, commercial_partner_id FROM res_partner
-                    WHERE parent_id IS NOT NULL AND commercial_partner_id != id AND %s""",
-                self._customer_scope("res_partner", changed),
-            ),
-            ["int4", "int4"],
         )
         if len(contacts):
             order = np.argsort(contacts)
@@ -607,9 +604,37 @@ class EcrmScoreRun(models.Model):
             result[index[found]] = values[found]
         return result
 
-    def _get_orders_query(self, states, changed=None):
+    def _get_contacts_query(self, changed=None):
+        """The contacts (id, commercial partner) whose orders count for another partner:
+        all of them, or those of the ``changed`` customers (commercial partners).
+
+        The changed customers' contacts are found from their parents down (the parent
+        index, a few contacts' rows) rather than by commercial partner, which read the
+        row of every changed customer: 124 against 76 ms for 10,000 of 1,000,000.
+        """
+        if changed is None:
+            return SQL(
+                """SELECT id, commercial_partner_id FROM res_partner
+                    WHERE parent_id IS NOT NULL AND commercial_partner_id != id
+                      AND commercial_partner_id IS NOT NULL"""
+            )
+        return SQL(
+            """
+            WITH RECURSIVE family(id) AS (
+                SELECT p.id FROM res_partner p WHERE p.parent_id = ANY(%(changed)s)
+              UNION
+                SELECT p.id FROM res_partner p JOIN family f ON p.parent_id = f.id
+            )
+            SELECT p.id, p.commercial_partner_id FROM res_partner p
+             WHERE p.id IN (SELECT id FROM family) AND p.commercial_partner_id != p.id
+               AND p.commercial_partner_id = ANY(%(changed)s)
+            """,
+            changed=list(changed),
+        )
+
+    def _get_orders_query(self, states, partners=None):
         """One row per ordering partner: orders, first and last order (UTC), total in
-        the company's currency.
+        the company's currency; only the orders of ``partners`` (ids) if given.
 
         Repeat purchases (BG/NBD's x) are repeat orders: ``frequency - 1``. Counting
         distinct days instead sorted every order of the company (PostgreSQL 15 has no
@@ -617,14 +642,9 @@ class EcrmScoreRun(models.Model):
         orders, for the few customers who order twice a day.
         """
         order_scope = SQL("TRUE")
-        if changed is not None:
-            # The customers' contacts as one array: the orders are then read in one
-            # index scan in partner order rather than one scan per contact.
-            order_scope = SQL(
-                """o.partner_id = ANY(ARRAY(SELECT id FROM res_partner
-                                             WHERE commercial_partner_id = ANY(%s)))""",
-                changed,
-            )
+        if partners is not None:
+            # One array: the orders are read in one index scan in partner order.
+            order_scope = SQL("o.partner_id = ANY(%s)", [int(partner) for partner in partners])
         return SQL(
             """
             SELECT o.partner_id, count(*), min(o.date_order), max(o.date_order),

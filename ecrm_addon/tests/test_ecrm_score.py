@@ -237,6 +237,38 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertAlmostEqual(score.monetary_total, 175, places=2)
         self.assertFalse(self._score(ann, company_x), "scores are the customer company's")
 
+    def test_incremental_rolls_up_contacts(self):
+        """An incremental run reads the orders of the changed companies' contacts, their
+        contacts' too, but not those of a company under them (its own customer)."""
+        company_x = self.env["res.company"].create({"name": "Roll-up Co"})
+        company_x.ecrm_capture_order = False
+        self.env.user.company_ids += company_x
+        Partner = self.env["res.partner"]
+        acme = Partner.create({"name": "Acme", "is_company": True})
+        ann = Partner.create({"name": "Ann", "parent_id": acme.id})
+        ann_assistant = Partner.create({"name": "Ann's assistant", "parent_id": ann.id})
+        branch = Partner.create({"name": "Acme Branch", "is_company": True, "parent_id": acme.id})
+        buyer = Partner.create({"name": "Branch buyer", "parent_id": branch.id})
+        self.assertEqual(ann_assistant.commercial_partner_id, acme)
+        self.assertEqual(buyer.commercial_partner_id, branch)
+        self._order_on(ann_assistant, self._at(40), 100, company=company_x)
+        self._order_on(buyer, self._at(40), 1000, company=company_x)
+        first = self._run(company=company_x)
+        # One transaction in tests: move what came before the first run back in time.
+        first.started_at = self.now - timedelta(hours=1)
+        self.env.flush_all()
+        self.env.cr.execute(
+            "UPDATE sale_order SET write_date = %s, create_date = %s WHERE company_id = %s",
+            [self.now - timedelta(hours=2)] * 2 + [company_x.id],
+        )
+        self._order_on(ann, self._at(2), 50, company=company_x)
+        run = self._run(company=company_x, run_type="incremental")
+        self.assertEqual(run.customers_scored, 1)
+        score = self._score(acme, company_x)
+        self.assertEqual((score.frequency, score.recency_days), (2, 2))
+        self.assertAlmostEqual(score.monetary_total, 150, places=2)
+        self.assertEqual(self._score(branch, company_x).frequency, 1)
+
     def test_model_not_fitted_on_tiny_data(self):
         run = self._run()
         self.assertFalse(run.model_fitted)
