@@ -791,8 +791,8 @@ class EcrmScoreRun(models.Model):
     @staticmethod
     def _warm_start(previous, names):
         """The ``previous`` run's estimates as the start of a fit (None: no previous
-        run). They are stored with 6 decimals: an estimate at its lower bound reads back
-        as 0, which is no valid start, hence the floor at the storage's resolution."""
+        run). Versions before 18.0.1.6.0 stored them with 6 decimals: an estimate at its
+        lower bound reads back as 0, which is no valid start, hence the floor."""
         return tuple(max(previous[name], 1e-6) for name in names) if previous else None
 
     def _fit_sample(self, partners):
