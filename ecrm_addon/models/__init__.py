@@ -20,6 +20,7 @@ from . import res_company
 from . import res_config_settings
 from . import res_partner
 from . import sale_order
+from . import account_move
 from . import mail_thread
 from . import mailing_trace
 from . import mail_activity

@@ -89,7 +89,8 @@ class EcrmCustomerScore(models.Model):
         "Rescore Requested",
         readonly=True,
         help="Set when a change the next incremental run must see happened to the customer "
-        "(an order cancelled); cleared by the run that rescored it.",
+        "(an order cancelled, a credit note posted or set back to draft); cleared by the run "
+        "that rescored it.",
     )
 
     _sql_constraints = [

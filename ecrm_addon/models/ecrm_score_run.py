@@ -398,9 +398,10 @@ class EcrmScoreRun(models.Model):
         """Commercial partners to rescore since the ``previous`` run started (each one's
         current commercial entity, as their contacts are found from it: see
         ``_get_contacts_query``), found through indexes:
-        orders created or confirmed since (confirming sets the order date), credit notes
-        written since, interactions logged since (ids above the previous run's
-        watermark) and customers whose rescoring was requested (cancelled orders).
+        orders created or confirmed since (confirming sets the order date), interactions
+        logged since (ids above the previous run's watermark) and customers whose
+        rescoring was requested (orders cancelled, credit notes posted or set back to
+        draft: see ``_request_rescore``).
 
         Other edits of older orders (an amount changed after confirmation) and later
         changes to older interactions wait for the next full run.
@@ -418,11 +419,6 @@ class EcrmScoreRun(models.Model):
                        SELECT o.partner_id FROM sale_order o
                         WHERE o.company_id = %(company)s AND o.state IN %(states)s
                           AND (o.create_date >= %(since)s OR o.date_order >= %(since)s)))
-                 UNION
-                SELECT m.commercial_partner_id
-                  FROM account_move m
-                 WHERE m.company_id = %(company)s AND m.move_type = 'out_refund'
-                   AND m.write_date >= %(since)s
                  UNION
                 SELECT i.commercial_partner_id
                   FROM ecrm_interaction i

@@ -369,6 +369,40 @@ class TestEcrmRfm(EcrmScoreCommon):
             earlier,
         )
 
+    def test_incremental_sees_credit_notes(self):
+        """Posting a credit note, or setting it back to draft, has the customer rescored
+        by the next incremental run."""
+        first = self._run()
+        first.started_at = self.now - timedelta(hours=1)
+        self._move_back(hours=2)
+        self.assertAlmostEqual(self._score(self.c1).monetary_total, 600, places=2)
+        refund = self.env["account.move"].create(
+            {
+                "move_type": "out_refund",
+                "company_id": self.company_r.id,
+                "partner_id": self.c1.id,
+                "invoice_date": self.today - timedelta(days=1),
+                "invoice_line_ids": [
+                    Command.create(
+                        {"name": "Refund", "quantity": 1, "price_unit": 80, "tax_ids": []}
+                    )
+                ],
+            }
+        )
+        self.assertFalse(self._score(self.c1).rescore_requested_at, "a draft does not count")
+        refund.with_company(self.company_r).action_post()
+        self.assertTrue(self._score(self.c1).rescore_requested_at)
+        run = self._run(run_type="incremental")
+        self.assertEqual(run.customers_scored, 1)
+        score = self._score(self.c1)
+        self.assertAlmostEqual(score.monetary_total, 520, places=2)
+        self.assertAlmostEqual(score.refund_total, 80, places=2)
+        self.assertFalse(score.rescore_requested_at)
+        refund.with_company(self.company_r).button_draft()
+        self.assertTrue(score.rescore_requested_at)
+        self._run(run_type="incremental")
+        self.assertAlmostEqual(score.monetary_total, 600, places=2)
+
     def test_incremental_sees_cancellations(self):
         first = self._run()
         first.started_at = self.now - timedelta(hours=1)
