@@ -48,6 +48,24 @@ class EcrmScoreCommon(EcrmCommon):
         order.date_order = when
         return order
 
+    @classmethod
+    def _refund_on(cls, partner, days_ago, price, company):
+        """A draft credit note of ``price`` (untaxed) to ``partner``, ``days_ago`` days
+        before today."""
+        return cls.env["account.move"].create(
+            {
+                "move_type": "out_refund",
+                "company_id": company.id,
+                "partner_id": partner.id,
+                "invoice_date": cls.today - timedelta(days=days_ago),
+                "invoice_line_ids": [
+                    Command.create(
+                        {"name": "Refund", "quantity": 1, "price_unit": price, "tax_ids": []}
+                    )
+                ],
+            }
+        )
+
     def _run(self, company=None, run_type="full", batch_size=None, **vals):
         run = self.Run.create(
             {
@@ -122,19 +140,7 @@ class TestEcrmRfm(EcrmScoreCommon):
         cls._order_on(cls.c4, cls._at(100), 100, company=cls.company_r)
         # A posted credit note reduces the monetary value.
         cls._order_on(cls.c5, cls._at(15), 400, company=cls.company_r)
-        refund = cls.env["account.move"].create(
-            {
-                "move_type": "out_refund",
-                "company_id": cls.company_r.id,
-                "partner_id": cls.c5.id,
-                "invoice_date": cls.today - timedelta(days=3),
-                "invoice_line_ids": [
-                    Command.create(
-                        {"name": "Refund", "quantity": 1, "price_unit": 30, "tax_ids": []}
-                    )
-                ],
-            }
-        )
+        refund = cls._refund_on(cls.c5, 3, 30, cls.company_r)
         refund.with_company(cls.company_r).action_post()
         # Two orders an hour apart around local midnight: two purchase days in Brussels.
         midnight = BRUSSELS.localize(datetime.combine(cls.today - timedelta(days=49), time(0)))
@@ -376,19 +382,7 @@ class TestEcrmRfm(EcrmScoreCommon):
         first.started_at = self.now - timedelta(hours=1)
         self._move_back(hours=2)
         self.assertAlmostEqual(self._score(self.c1).monetary_total, 600, places=2)
-        refund = self.env["account.move"].create(
-            {
-                "move_type": "out_refund",
-                "company_id": self.company_r.id,
-                "partner_id": self.c1.id,
-                "invoice_date": self.today - timedelta(days=1),
-                "invoice_line_ids": [
-                    Command.create(
-                        {"name": "Refund", "quantity": 1, "price_unit": 80, "tax_ids": []}
-                    )
-                ],
-            }
-        )
+        refund = self._refund_on(self.c1, 1, 80, self.company_r)
         self.assertFalse(self._score(self.c1).rescore_requested_at, "a draft does not count")
         refund.with_company(self.company_r).action_post()
         self.assertTrue(self._score(self.c1).rescore_requested_at)
