@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import logging
 import re
@@ -407,36 +408,34 @@ class EcrmScoreRun(models.Model):
         changes to older interactions wait for the next full run.
         """
         since = previous.started_at
-        # Bitmap scans only: the ordering partners' rows, spread over the table, are
-        # read in table order and ahead of need (see _prefetch_reads).
-        self.env.cr.execute(SQL("SET LOCAL enable_indexscan = off"))
-        self.env.cr.execute(
-            SQL(
-                """
-                SELECT p.commercial_partner_id
-                  FROM res_partner p
-                 WHERE p.id = ANY(ARRAY(
-                       SELECT o.partner_id FROM sale_order o
-                        WHERE o.company_id = %(company)s AND o.state IN %(states)s
-                          AND (o.create_date >= %(since)s OR o.date_order >= %(since)s)))
-                 UNION
-                SELECT i.commercial_partner_id
-                  FROM ecrm_interaction i
-                 WHERE i.id > %(watermark)s AND i.company_id = %(company)s
-                 UNION
-                SELECT p.commercial_partner_id
-                  FROM ecrm_customer_score c JOIN res_partner p ON p.id = c.partner_id
-                 WHERE c.company_id = %(company)s AND c.rescore_requested_at IS NOT NULL
-                """,
-                company=self.company_id.id,
-                states=self._settings()["states"],
-                since=since,
-                watermark=previous.interaction_watermark,
+        # Bitmap scans: the ordering partners' rows, spread over the table, are read in
+        # table order and ahead of need (see _prefetch_reads).
+        with self._without_index_scans():
+            self.env.cr.execute(
+                SQL(
+                    """
+                    SELECT p.commercial_partner_id
+                      FROM res_partner p
+                     WHERE p.id = ANY(ARRAY(
+                           SELECT o.partner_id FROM sale_order o
+                            WHERE o.company_id = %(company)s AND o.state IN %(states)s
+                              AND (o.create_date >= %(since)s OR o.date_order >= %(since)s)))
+                     UNION
+                    SELECT i.commercial_partner_id
+                      FROM ecrm_interaction i
+                     WHERE i.id > %(watermark)s AND i.company_id = %(company)s
+                     UNION
+                    SELECT p.commercial_partner_id
+                      FROM ecrm_customer_score c JOIN res_partner p ON p.id = c.partner_id
+                     WHERE c.company_id = %(company)s AND c.rescore_requested_at IS NOT NULL
+                    """,
+                    company=self.company_id.id,
+                    states=self._settings()["states"],
+                    since=since,
+                    watermark=previous.interaction_watermark,
+                )
             )
-        )
-        changed = [row[0] for row in self.env.cr.fetchall() if row[0]]
-        self.env.cr.execute(SQL("RESET enable_indexscan"))
-        return changed
+            return [row[0] for row in self.env.cr.fetchall() if row[0]]
 
     def _step_aggregate(self, batch_size=BATCH_SIZE):
         settings = self._settings()
@@ -469,17 +468,18 @@ class EcrmScoreRun(models.Model):
         self.env.cr.execute(SQL("SELECT COALESCE(max(id), 0) FROM ecrm_interaction"))
         self.interaction_watermark = self.env.cr.fetchone()[0]
         self.env.flush_all()  # the run's own fields
+        scans = contextlib.nullcontext()
         if changed is None:
             # All of the company's orders are read: the planner likes to read them in
             # partner order through the partner_id index, i.e. one random heap access per
             # order, much slower than the sequential scan.
-            cr.execute(SQL("SET LOCAL enable_indexscan = off"))
+            scans = self._without_index_scans()
         else:
             # A few customers' rows, through indexes: starting parallel workers for each
             # query would cost more than reading them.
             cr.execute(SQL("SET LOCAL max_parallel_workers_per_gather = 0"))
-        customers = self._aggregate(settings["states"], changed)
-        cr.execute(SQL("RESET enable_indexscan"))
+        with scans:
+            customers = self._aggregate(settings["states"], changed)
         if self.run_type == "incremental":
             self._copy_model_from(self.base_run_id)
         else:
@@ -550,6 +550,17 @@ class EcrmScoreRun(models.Model):
             )
         )
 
+    @contextlib.contextmanager
+    def _without_index_scans(self):
+        """Plan the statements run inside without index scans (bitmap or sequential
+        scans instead), then put the setting back as it was."""
+        cr = self.env.cr
+        cr.execute(SQL("SELECT current_setting('enable_indexscan')"))
+        previous = cr.fetchone()[0]
+        cr.execute(SQL("SET LOCAL enable_indexscan = off"))
+        yield
+        cr.execute(SQL("SELECT set_config('enable_indexscan', %s, true)", previous))
+
     def _work_mem(self):
         """Memory of the aggregation's hash tables (system parameter
         ``ecrm_addon.score_work_mem``)."""
@@ -573,19 +584,18 @@ class EcrmScoreRun(models.Model):
         cr = self.env.cr
         # Orders of a company's contacts count for the company (its commercial entity).
         contacts, companies = copy_out(cr, self._get_contacts_query(changed), ["int4", "int4"])
-        ordering = None
+        ordering, scans = None, contextlib.nullcontext()
         if changed is not None:
             ordering = np.unique(np.concatenate([np.asarray(changed, dtype=np.int32), contacts]))
             # By a bitmap scan: the orders' pages in table order and read ahead of need
             # (see _prefetch_reads), rather than one after the other in partner order.
-            cr.execute(SQL("SET LOCAL enable_indexscan = off"))
-        partner, frequency, first, last, total = copy_out(
-            cr,
-            self._get_orders_query(states, ordering),
-            ["int4", "int8", "timestamp", "timestamp", "float8"],
-        )
-        if changed is not None:
-            cr.execute(SQL("RESET enable_indexscan"))
+            scans = self._without_index_scans()
+        with scans:
+            partner, frequency, first, last, total = copy_out(
+                cr,
+                self._get_orders_query(states, ordering),
+                ["int4", "int8", "timestamp", "timestamp", "float8"],
+            )
         if len(contacts):
             order = np.argsort(contacts)
             contacts, companies = contacts[order], companies[order]
@@ -677,7 +687,7 @@ class EcrmScoreRun(models.Model):
         order_scope = SQL("TRUE")
         if partners is not None:
             # One array: the orders are read in one scan (see _aggregate).
-            order_scope = SQL("o.partner_id = ANY(%s)", [int(partner) for partner in partners])
+            order_scope = SQL("o.partner_id = ANY(%s)", partners.tolist())
         return SQL(
             """
             SELECT o.partner_id, count(*), min(o.date_order), max(o.date_order),
@@ -1032,16 +1042,15 @@ class EcrmScoreRun(models.Model):
             # read ahead in table order (bitmap scan, _prefetch_reads; a column is read
             # so that all-visible pages are read too) before the updates look for them
             # one by one.
-            cr.execute(SQL("SET LOCAL enable_indexscan = off"))
-            cr.execute(
-                SQL(
-                    """SELECT max(scored_at) FROM ecrm_customer_score
-                        WHERE company_id = %s AND partner_id = ANY(%s)""",
-                    self.company_id.id,
-                    [int(partner) for partner in customers["partner_id"]],
+            with self._without_index_scans():
+                cr.execute(
+                    SQL(
+                        """SELECT max(scored_at) FROM ecrm_customer_score
+                            WHERE company_id = %s AND partner_id = ANY(%s)""",
+                        self.company_id.id,
+                        customers["partner_id"].tolist(),
+                    )
                 )
-            )
-            cr.execute(SQL("RESET enable_indexscan"))
         # Everything the publishing thread needs from the ORM, read here: it only runs
         # statements.
         columns = self._published_columns()
