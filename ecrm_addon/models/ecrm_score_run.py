@@ -45,6 +45,9 @@ SNAPSHOT_BATCH = 200000
 BATCH_SIZE = 50000
 MIN_BATCH_SIZE = 5000
 PIPELINE_BATCHES = 8
+# Runs looked at, newest first, for the last one that published the current scores.
+PREVIOUS_RUNS = 20
+PUBLISHED_FIELDS = ["run_type", "reference_date", "started_at", "create_date"]
 # Pages that the bitmap scans of an incremental run read ahead (effective_io_concurrency).
 PREFETCH_PAGES = 64
 # Customers the value models are fitted on, at most (system parameter
@@ -160,6 +163,11 @@ class EcrmScoreRun(models.Model):
     )
     interaction_watermark = fields.Integer(
         readonly=True, help="The last interaction logged when the run started aggregating."
+    )
+    order_watermark = fields.Integer(
+        readonly=True,
+        help="The highest sale order id the run could see: the next incremental run adds "
+        "the orders above it to the figures of the scores.",
     )
     message = fields.Text(readonly=True)
     bounds = fields.Json(readonly=True, help="Quintile bounds of recency, frequency, monetary.")
@@ -327,16 +335,44 @@ class EcrmScoreRun(models.Model):
         )
 
     def _get_base_run(self, company):
-        return self.search(
+        """The company's last full run of the current scores: incremental runs score
+        with its quintiles and fitted models."""
+        runs = self.search_fetch(
             [
                 ("company_id", "=", company.id),
                 ("run_type", "=", "full"),
                 ("state", "=", "done"),
                 ("reference_date", "<=", fields.Datetime.now()),
             ],
+            PUBLISHED_FIELDS,
             order="reference_date desc, id desc",
-            limit=1,
+            limit=PREVIOUS_RUNS,
         )
+        return next((run for run in runs if run._published_current()), runs.browse())
+
+    def _get_previous_run(self):
+        """The company's last run that published the current scores (full or
+        incremental): an incremental run rescores what changed since it started.
+
+        Runs as of a past date and backtests are left out: they published no scores,
+        and what changed between the scores and them would be missed.
+        """
+        runs = self.search_fetch(
+            [
+                ("company_id", "=", self.company_id.id),
+                ("state", "=", "done"),
+                ("run_type", "in", ("full", "incremental")),
+            ],
+            PUBLISHED_FIELDS,
+            order="started_at desc, id desc",
+            limit=PREVIOUS_RUNS,
+        )
+        return next((run for run in runs if run._published_current()), runs.browse())
+
+    def _published_current(self):
+        """Whether this run wrote the current scores (not history, not a backtest)."""
+        started = self.started_at or self.create_date
+        return self.run_type != "backtest" and self.reference_date >= started - timedelta(days=1)
 
     def _execute_all(self, batch_size=BATCH_SIZE):
         self.ensure_one()
@@ -395,21 +431,37 @@ class EcrmScoreRun(models.Model):
         company.partner_id.fetch(["tz"])
         return company.partner_id.tz or "UTC"
 
-    def _get_changed_partner_ids(self, previous):
-        """Commercial partners to rescore since the ``previous`` run started (each one's
-        current commercial entity, as their contacts are found from it: see
-        ``_get_contacts_query``), found through indexes:
-        orders created or confirmed since (confirming sets the order date), interactions
-        logged since (ids above the previous run's watermark) and customers whose
-        rescoring was requested (orders cancelled, credit notes posted or set back to
-        draft: see ``_request_rescore``).
+    def _get_changes(self, previous, states):
+        """What an incremental run rescores since the ``previous`` run started: the
+        commercial partners whose figures are aggregated again from all their orders
+        (a list), and the figures of the others, their scores' plus their new orders
+        (a dict of arrays, see ``_get_additions``; None: every one is aggregated again).
+
+        Changes are found through indexes:
+
+        - orders above the previous run's order watermark: new to it, whatever their
+          dates (orders are numbered when created: it could not see them, and no score
+          counts them), so they are added to the customer's score;
+        - orders created or confirmed since the previous run started (confirming sets
+          the order date) below the watermark: the previous run may have seen them
+          before they counted (quotations), the customer is aggregated again;
+        - interactions logged since (ids above the previous run's watermark): the
+          customer's engagement is computed again, its order figures are its score's;
+        - customers whose rescoring was requested (orders cancelled, credit notes
+          posted or set back to draft: see ``_request_rescore``): aggregated again.
 
         Other edits of older orders (an amount changed after confirmation) and later
         changes to older interactions wait for the next full run.
         """
-        since = previous.started_at
-        # Bitmap scans: the ordering partners' rows, spread over the table, are read in
-        # table order and ahead of need (see _prefetch_reads).
+        since, watermark = previous.started_at, previous.order_watermark
+        params = {
+            "company": self.company_id.id,
+            "states": states,
+            "since": since,
+            "watermark": watermark,
+        }
+        # Bitmap scans: the rows, spread over the tables, are read in table order and
+        # ahead of need (see _prefetch_reads).
         with self._without_index_scans():
             self.env.cr.execute(
                 SQL(
@@ -419,23 +471,106 @@ class EcrmScoreRun(models.Model):
                      WHERE p.id = ANY(ARRAY(
                            SELECT o.partner_id FROM sale_order o
                             WHERE o.company_id = %(company)s AND o.state IN %(states)s
-                              AND (o.create_date >= %(since)s OR o.date_order >= %(since)s)))
-                     UNION
-                    SELECT i.commercial_partner_id
-                      FROM ecrm_interaction i
-                     WHERE i.id > %(watermark)s AND i.company_id = %(company)s
+                              AND (o.create_date >= %(since)s OR o.date_order >= %(since)s)
+                              AND %(old)s))
                      UNION
                     SELECT p.commercial_partner_id
                       FROM ecrm_customer_score c JOIN res_partner p ON p.id = c.partner_id
                      WHERE c.company_id = %(company)s AND c.rescore_requested_at IS NOT NULL
                     """,
-                    company=self.company_id.id,
-                    states=self._settings()["states"],
-                    since=since,
-                    watermark=previous.interaction_watermark,
+                    **params,
+                    old=SQL("o.id <= %s", watermark) if watermark else SQL("TRUE"),
                 )
             )
-            return [row[0] for row in self.env.cr.fetchall() if row[0]]
+            rescan = {row[0] for row in self.env.cr.fetchall() if row[0]}
+            self.env.cr.execute(
+                SQL(
+                    """SELECT DISTINCT i.commercial_partner_id FROM ecrm_interaction i
+                        WHERE i.id > %s AND i.company_id = %s
+                          AND i.commercial_partner_id IS NOT NULL""",
+                    previous.interaction_watermark,
+                    self.company_id.id,
+                )
+            )
+            engaged = [row[0] for row in self.env.cr.fetchall()]
+            if not watermark:
+                # The previous run predates order watermarks: every customer again.
+                return sorted(rescan.union(engaged)), None
+            additions = self._get_additions(states, watermark, rescan, engaged)
+        return sorted(rescan), additions
+
+    def _get_additions(self, states, watermark, rescan, engaged):
+        """The figures of the customers with new orders (above ``watermark``) or new
+        interactions (``engaged``) and not in ``rescan``: their scores' order figures
+        plus their new orders'. Customers without a score are added to ``rescan``.
+
+        Returns a dict of arrays in customer order: partner_id, frequency, first_day,
+        last_day (local days since 2000-01-01), order_total.
+        """
+        cr = self.env.cr
+        partner, frequency, first, last, total = copy_out(
+            cr,
+            self._get_orders_query(states, new_since=watermark),
+            ["int4", "int8", "timestamp", "timestamp", "float8"],
+        )
+        if len(partner):
+            ordering, companies = copy_out(
+                cr,
+                SQL(
+                    """SELECT id, commercial_partner_id FROM res_partner
+                        WHERE id = ANY(%s) AND commercial_partner_id IS NOT NULL""",
+                    np.unique(partner).tolist(),
+                ),
+                ["int4", "int4"],
+            )
+            partner, frequency, first, last, total = self._roll_up(
+                (ordering, companies), partner, frequency, first, last, total
+            )
+        tz = self._company_tz()
+        new = {
+            "partner_id": partner,
+            "frequency": frequency,
+            "first_day": local_days(first, tz),
+            "last_day": local_days(last, tz),
+            "order_total": total,
+        }
+        candidates = np.setdiff1d(
+            np.union1d(partner, np.asarray(engaged, dtype=np.int32)),
+            np.fromiter(rescan, dtype=np.int32, count=len(rescan)),
+        )
+        # The figures of their scores, as published: the order total is the monetary
+        # value before credit notes (read again, as the engagement).
+        stored = dict(
+            zip(
+                ("partner_id", "frequency", "first_day", "last_day", "order_total"),
+                copy_out(
+                    cr,
+                    SQL(
+                        """SELECT partner_id, frequency::int8, first_order_date,
+                                  last_order_date,
+                                  (COALESCE(monetary_total, 0) + COALESCE(refund_total, 0))::float8
+                             FROM ecrm_customer_score
+                            WHERE company_id = %s AND partner_id = ANY(%s) AND frequency > 0
+                              AND first_order_date IS NOT NULL AND last_order_date IS NOT NULL
+                         ORDER BY partner_id""",
+                        self.company_id.id,
+                        candidates.tolist(),
+                    ),
+                    ["int4", "int8", "date", "date", "float8"],
+                ),
+                strict=True,
+            )
+        )
+        rescan.update(np.setdiff1d(candidates, stored["partner_id"]).tolist())
+        index = np.searchsorted(stored["partner_id"], new["partner_id"])
+        found = index < len(stored["partner_id"])
+        found[found] = stored["partner_id"][index[found]] == new["partner_id"][found]
+        index, added = index[found], {name: values[found] for name, values in new.items()}
+        stored["frequency"][index] += added["frequency"]
+        stored["order_total"][index] += added["order_total"]
+        stored["first_day"][index] = np.minimum(stored["first_day"][index], added["first_day"])
+        stored["last_day"][index] = np.maximum(stored["last_day"][index], added["last_day"])
+        return stored
 
     def _step_aggregate(self, batch_size=BATCH_SIZE):
         settings = self._settings()
@@ -448,25 +583,24 @@ class EcrmScoreRun(models.Model):
         # than it saves here.
         cr.execute(SQL("SELECT set_config('work_mem', %s, true)", self._work_mem()))
         cr.execute(SQL("SET LOCAL jit = off"))
-        changed = None
+        changed = additions = None
         if self.run_type == "incremental":
             base = self._get_base_run(self.company_id)
-            previous = self.search(
-                [
-                    ("company_id", "=", self.company_id.id),
-                    ("state", "=", "done"),
-                    ("run_type", "in", ("full", "incremental")),
-                ],
-                order="started_at desc, id desc",
-                limit=1,
-            )
             self.base_run_id = base
             # The changed customers' rows are spread over the tables: read in the order
             # of their pages, several at a time.
             self._prefetch_reads()
-            changed = self._get_changed_partner_ids(previous or base)
-        self.env.cr.execute(SQL("SELECT COALESCE(max(id), 0) FROM ecrm_interaction"))
-        self.interaction_watermark = self.env.cr.fetchone()[0]
+            changed, additions = self._get_changes(
+                self._get_previous_run() or base, settings["states"]
+            )
+        # What this run sees, in the snapshot of its aggregation (this transaction's).
+        cr.execute(
+            SQL(
+                """SELECT (SELECT COALESCE(max(id), 0) FROM ecrm_interaction),
+                          (SELECT COALESCE(max(id), 0) FROM sale_order)"""
+            )
+        )
+        self.interaction_watermark, self.order_watermark = cr.fetchone()
         self.env.flush_all()  # the run's own fields
         scans = contextlib.nullcontext()
         if changed is None:
@@ -479,18 +613,22 @@ class EcrmScoreRun(models.Model):
             # query would cost more than reading them.
             cr.execute(SQL("SET LOCAL max_parallel_workers_per_gather = 0"))
         with scans:
-            customers = self._aggregate(settings["states"], changed)
+            customers = self._aggregate(settings["states"], changed, additions)
         if self.run_type == "incremental":
             self._copy_model_from(self.base_run_id)
         else:
             self._fit(customers)
         count = len(customers["partner_id"])
         scorer = self._scorer(settings)
-        # At least PIPELINE_BATCHES batches: the first batch's scoring and the last one's
-        # writing are the only parts that nothing overlaps.
-        batch_size = max(1, min(batch_size, max(MIN_BATCH_SIZE, -(-count // PIPELINE_BATCHES))))
+        if self.run_type != "incremental":
+            # At least PIPELINE_BATCHES batches: the first batch's scoring and the last
+            # one's writing are the only parts that nothing overlaps. An incremental
+            # run's few customers are one batch: their scores are updated through the
+            # index, one by one, rather than by ranges of the table.
+            batch_size = min(batch_size, max(MIN_BATCH_SIZE, -(-count // PIPELINE_BATCHES)))
+        batch_size = max(1, batch_size)
         if self._publishes_while_scoring():
-            self._score_and_publish(customers, scorer, batch_size)
+            self._score_and_publish(customers, scorer, batch_size, prefetch=changed)
             self.customers_scored = count
             # The period's first full run is its snapshot (an incremental run holds only
             # the customers it rescored), copied from the scores in the next calls.
@@ -571,31 +709,92 @@ class EcrmScoreRun(models.Model):
             value = "256MB"
         return value
 
-    def _aggregate(self, states, changed=None):
+    def _aggregate(self, states, changed=None, additions=None):
         """Every customer's aggregated orders, credit notes and interactions, as numpy
         arrays in customer order, with the BG/NBD summary in days (x, t_x, age, recency).
 
-        ``changed``: the customers an incremental run rescores (None: every customer).
-        Three queries, each one hash aggregate over one table, read by binary COPY; the
-        rest is done on one row per customer in numpy: the roll-up of contacts' orders
-        to their company, the local days of the first and last orders (in SQL, the time
-        zone conversions alone cost a tenth of the aggregation) and the joins.
+        ``changed``: the customers an incremental run aggregates again (None: every
+        customer); ``additions``: the figures of the other ones it rescores (see
+        ``_get_additions``). Three queries, each one hash aggregate over one table,
+        read by binary COPY; the rest is done on one row per customer in numpy: the
+        roll-up of contacts' orders to their company, the local days of the first and
+        last orders (in SQL, the time zone conversions alone cost a tenth of the
+        aggregation) and the joins.
         """
-        cr = self.env.cr
-        # Orders of a company's contacts count for the company (its commercial entity).
-        contacts, companies = copy_out(cr, self._get_contacts_query(changed), ["int4", "int4"])
-        ordering, scans = None, contextlib.nullcontext()
-        if changed is not None:
-            ordering = np.unique(np.concatenate([np.asarray(changed, dtype=np.int32), contacts]))
-            # By a bitmap scan: the orders' pages in table order and read ahead of need
-            # (see _prefetch_reads), rather than one after the other in partner order.
-            scans = self._without_index_scans()
-        with scans:
-            partner, frequency, first, last, total = copy_out(
-                cr,
-                self._get_orders_query(states, ordering),
-                ["int4", "int8", "timestamp", "timestamp", "float8"],
+        customers = self._order_figures(states, changed)
+        if additions is not None and len(additions["partner_id"]):
+            # Two sets of customers, each in customer order: merged.
+            order = np.argsort(
+                np.concatenate([customers["partner_id"], additions["partner_id"]]),
+                kind="stable",
             )
+            customers = {
+                name: np.concatenate([values, additions[name]]).astype(values.dtype)[order]
+                for name, values in customers.items()
+            }
+        partner = customers["partner_id"]
+        scope = None if changed is None else partner.tolist()
+        cr = self.env.cr
+        refund_partner, refund = copy_out(cr, self._get_refunds_query(scope), ["int4", "float8"])
+        customers["refund"] = self._by_customer(partner, refund_partner, refund, 0.0)
+        engaged, recent, inbound, response = copy_out(
+            cr, self._get_engagement_query(scope), ["int4", "int4", "float8", "float8"]
+        )
+        customers["interactions_90d"] = self._by_customer(partner, engaged, recent, 0)
+        customers["inbound_share"] = self._by_customer(partner, engaged, inbound, 0.0)
+        customers["response_rate"] = self._by_customer(partner, engaged, response, 0.0)
+        ref_day = date_to_days(self._reference_day())
+        customers["x"] = customers["frequency"] - 1
+        customers["t_x"] = customers["last_day"] - customers["first_day"]
+        customers["age"] = ref_day - customers["first_day"]
+        customers["recency_days"] = ref_day - customers["last_day"]
+        return customers
+
+    def _order_figures(self, states, changed=None):
+        """Per customer (commercial partner), in customer order: partner_id,
+        frequency, first_day and last_day (local days since 2000-01-01), order_total;
+        of every customer, or of the ``changed`` ones (ids)."""
+        cr = self.env.cr
+        if changed is not None and not len(changed):
+            partner = np.zeros(0, dtype=np.int32)
+            frequency, first, last = (np.zeros(0, dtype=np.int64) for _ in range(3))
+            total = np.zeros(0, dtype=np.float64)
+        else:
+            # Orders of a company's contacts count for the company (its commercial entity).
+            contacts = copy_out(cr, self._get_contacts_query(changed), ["int4", "int4"])
+            ordering, scans = None, contextlib.nullcontext()
+            if changed is not None:
+                ordering = np.unique(
+                    np.concatenate([np.asarray(changed, dtype=np.int32), contacts[0]])
+                )
+                # By a bitmap scan: the orders' pages in table order and read ahead of
+                # need (see _prefetch_reads), rather than one after the other in partner
+                # order.
+                scans = self._without_index_scans()
+            with scans:
+                partner, frequency, first, last, total = self._roll_up(
+                    contacts,
+                    *copy_out(
+                        cr,
+                        self._get_orders_query(states, ordering),
+                        ["int4", "int8", "timestamp", "timestamp", "float8"],
+                    ),
+                )
+        tz = self._company_tz()
+        return {
+            "partner_id": partner,
+            "frequency": frequency.astype(np.int32),
+            "first_day": local_days(first, tz).astype(np.int32),
+            "last_day": local_days(last, tz).astype(np.int32),
+            "order_total": total,
+        }
+
+    @staticmethod
+    def _roll_up(contacts, partner, frequency, first, last, total):
+        """Order figures per ordering partner rolled up to their commercial partners
+        (``contacts``: arrays of partner ids and of their commercial partner ids, for
+        the partners that have another one), in customer order."""
+        contacts, companies = contacts
         if len(contacts):
             order = np.argsort(contacts)
             contacts, companies = contacts[order], companies[order]
@@ -614,28 +813,7 @@ class EcrmScoreRun(models.Model):
             total = np.add.reduceat(total, starts)
             first = np.minimum.reduceat(first, starts)
             last = np.maximum.reduceat(last, starts)
-        tz = self._company_tz()
-        customers = {
-            "partner_id": partner,
-            "frequency": frequency.astype(np.int32),
-            "first_day": local_days(first, tz).astype(np.int32),
-            "last_day": local_days(last, tz).astype(np.int32),
-            "order_total": total,
-        }
-        refund_partner, refund = copy_out(cr, self._get_refunds_query(changed), ["int4", "float8"])
-        customers["refund"] = self._by_customer(partner, refund_partner, refund, 0.0)
-        engaged, recent, inbound, response = copy_out(
-            cr, self._get_engagement_query(changed), ["int4", "int4", "float8", "float8"]
-        )
-        customers["interactions_90d"] = self._by_customer(partner, engaged, recent, 0)
-        customers["inbound_share"] = self._by_customer(partner, engaged, inbound, 0.0)
-        customers["response_rate"] = self._by_customer(partner, engaged, response, 0.0)
-        ref_day = date_to_days(self._reference_day())
-        customers["x"] = customers["frequency"] - 1
-        customers["t_x"] = customers["last_day"] - customers["first_day"]
-        customers["age"] = ref_day - customers["first_day"]
-        customers["recency_days"] = ref_day - customers["last_day"]
-        return customers
+        return partner, frequency, first, last, total
 
     @staticmethod
     def _by_customer(customers, keys, values, default):
@@ -675,9 +853,10 @@ class EcrmScoreRun(models.Model):
             changed=list(changed),
         )
 
-    def _get_orders_query(self, states, partners=None):
+    def _get_orders_query(self, states, partners=None, new_since=None):
         """One row per ordering partner: orders, first and last order (UTC), total in
-        the company's currency; only the orders of ``partners`` (ids) if given.
+        the company's currency; only the orders of ``partners`` (ids) if given, or
+        those numbered above ``new_since``.
 
         Repeat purchases (BG/NBD's x) are repeat orders: ``frequency - 1``. Counting
         distinct days instead sorted every order of the company (PostgreSQL 15 has no
@@ -688,6 +867,9 @@ class EcrmScoreRun(models.Model):
         if partners is not None:
             # One array: the orders are read in one scan (see _aggregate).
             order_scope = SQL("o.partner_id = ANY(%s)", partners.tolist())
+        elif new_since is not None:
+            # The orders numbered after ``new_since`` (see _get_additions).
+            order_scope = SQL("o.id > %s", new_since)
         return SQL(
             """
             SELECT o.partner_id, count(*), min(o.date_order), max(o.date_order),
@@ -1016,7 +1198,7 @@ class EcrmScoreRun(models.Model):
         self.env.cr.execute(SQL("SELECT EXISTS (SELECT FROM %s)", self._work_table(RESULT)))
         return self.env.cr.fetchone()[0]
 
-    def _score_and_publish(self, customers, scorer, batch_size):
+    def _score_and_publish(self, customers, scorer, batch_size, prefetch=None):
         """Score the customers batch after batch and write them into
         ``ecrm.customer.score``, in this transaction: users see the new scores when it
         commits, all at once, and a killed run leaves nothing behind but work tables.
@@ -1028,6 +1210,9 @@ class EcrmScoreRun(models.Model):
         older transaction too); and this transaction's cursor, in a third thread,
         publishes batch k-1 (see ``_publish_batch``). A full run then deletes the scores
         of customers without counted orders any more.
+
+        ``prefetch``: the ids of customers whose scores are read ahead (the incremental
+        runs' customers aggregated again; the others' were read by ``_get_additions``).
         """
         cr = self.env.cr
         self.env["ecrm.customer.score"].flush_model()
@@ -1037,7 +1222,7 @@ class EcrmScoreRun(models.Model):
         # Counted before the updates, which leave the rows' pages not all-visible: after
         # the last run's autovacuum, counting reads the index alone.
         existing = self._count_scores() if self.run_type == "full" else 0
-        if self.run_type == "incremental" and len(customers["partner_id"]):
+        if prefetch:
             # The rescored customers' scores are spread over the table: their pages are
             # read ahead in table order (bitmap scan, _prefetch_reads; a column is read
             # so that all-visible pages are read too) before the updates look for them
@@ -1048,7 +1233,7 @@ class EcrmScoreRun(models.Model):
                         """SELECT max(scored_at) FROM ecrm_customer_score
                             WHERE company_id = %s AND partner_id = ANY(%s)""",
                         self.company_id.id,
-                        customers["partner_id"].tolist(),
+                        list(prefetch),
                     )
                 )
         # Everything the publishing thread needs from the ORM, read here: it only runs
@@ -1080,10 +1265,6 @@ class EcrmScoreRun(models.Model):
                 cr.execute(SQL("DROP TABLE IF EXISTS %s", name))  # a killed attempt's
                 self._create_result_table(cr, name)
                 writer.append(cr, scorer(batch), table=table)
-                if len(tables) == 1:
-                    # With the table's size known, a few customers' scores are found
-                    # through the index instead of reading every score of the company.
-                    cr.execute(SQL("ANALYZE %s", name))
                 published += self._publish_batch(name, batch["partner_id"], columns)
         if existing > published:
             # Customers without counted orders any more lose their score.

@@ -426,6 +426,112 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(score.frequency, 2, "c1 was rescored")
         self.assertEqual(score.rescore_requested_at, requested)
 
+    ORDER_FIGURES = (
+        "frequency",
+        "repeat_purchases",
+        "monetary_total",
+        "monetary_avg",
+        "refund_total",
+        "first_order_date",
+        "last_order_date",
+        "recency_days",
+    )
+
+    def _order_figures(self, partner):
+        score = self._score(partner)
+        return {name: score[name] for name in self.ORDER_FIGURES}
+
+    def test_incremental_adds_new_orders(self):
+        """Orders numbered after the previous run are added to the customers' scores:
+        their other orders are not read again, and no order is counted twice over
+        several incremental runs. The figures are those of a full run."""
+        first = self._run()
+        self.assertEqual(first.order_watermark, max(self.env["sale.order"].search([]).ids))
+        first.started_at = self.now - timedelta(hours=1)
+        self._move_back(hours=2)
+        self._order_on(self.c2, self._at(1), 75, company=self.company_r)
+        c4_contact = self.env["res.partner"].create({"name": "C4 buyer", "parent_id": self.c4.id})
+        self._order_on(c4_contact, self._at(2), 25, company=self.company_r)
+        self.env["ecrm.interaction"].create(
+            {
+                "partner_id": self.c5.id,
+                "channel_id": self.env.ref("ecrm_addon.ecrm_channel_phone").id,
+                "company_id": self.company_r.id,
+                "direction": "inbound",
+                "date": self.now - timedelta(hours=3),
+            }
+        )
+        run = self._run(run_type="incremental")
+        self.assertEqual(run.customers_scored, 3)
+        self.assertEqual(
+            (self._score(self.c2).frequency, self._score(self.c2).monetary_total), (2, 125)
+        )
+        self.assertEqual(
+            (self._score(self.c4).frequency, self._score(self.c4).monetary_total), (3, 325)
+        )
+        c5 = self._score(self.c5)
+        self.assertEqual((c5.frequency, c5.monetary_total, c5.refund_total), (1, 370, 30))
+        self.assertEqual(c5.interaction_count_recent, 1)
+        # Nothing new: nobody rescored, nothing counted twice.
+        self.assertEqual(self._run(run_type="incremental").customers_scored, 0)
+        self._order_on(self.c2, self._at(0), 10, company=self.company_r)
+        self.assertEqual(self._run(run_type="incremental").customers_scored, 1)
+        incremental = {partner: self._order_figures(partner) for partner in (self.c2, self.c4)}
+        self.assertEqual(incremental[self.c2]["frequency"], 3)
+        self._run()
+        for partner, figures in incremental.items():
+            self.assertEqual(figures, self._order_figures(partner), partner.name)
+        # The score's figures are what the new orders are added to.
+        self._score(self.c2).frequency = 10
+        self._order_on(self.c2, self._at(0), 10, company=self.company_r)
+        self._run(run_type="incremental")
+        self.assertEqual(self._score(self.c2).frequency, 11)
+
+    def test_incremental_aggregates_confirmed_quotations_again(self):
+        """A quotation of before the previous run, confirmed since, may have been seen
+        by that run: the customer's orders are aggregated again."""
+        first = self._run()
+        first.started_at = self.now - timedelta(hours=1)
+        self._move_back(hours=2)
+        quotation = self.c3.sale_order_ids.filtered(lambda order: order.state == "draft")
+        self.assertLess(quotation.id, first.order_watermark)
+        self._score(self.c3).frequency = 10  # a mark the new aggregate replaces
+        quotation.action_confirm()
+        quotation.date_order = self.now  # confirmed as the run starts (its reference)
+        self.assertEqual(self._run(run_type="incremental").customers_scored, 1)
+        score = self._score(self.c3)
+        self.assertEqual((score.frequency, score.monetary_total, score.recency_days), (2, 1119, 0))
+
+    def test_incremental_after_runs_without_watermark(self):
+        """After a run of an earlier version (no order watermark), the changed
+        customers are aggregated again from all their orders."""
+        first = self._run()
+        first.write({"started_at": self.now - timedelta(hours=1), "order_watermark": 0})
+        self._move_back(hours=2)
+        self._order_on(self.c2, self._at(1), 75, company=self.company_r)
+        self._score(self.c2).frequency = 10  # a mark the new aggregate replaces
+        self.assertEqual(self._run(run_type="incremental").customers_scored, 1)
+        self.assertEqual(self._score(self.c2).frequency, 2)
+
+    def test_incremental_ignores_runs_of_the_past(self):
+        """A run as of a past date publishes no scores: the next incremental run looks
+        for changes since the last run of the current scores."""
+        first = self._run()
+        first.started_at = self.now - timedelta(hours=2)
+        self._move_back(hours=3)
+        order = self._order_on(self.c2, self._at(1), 75, company=self.company_r)
+        self.env.flush_all()
+        self.env.cr.execute(
+            "UPDATE sale_order SET create_date = %s, write_date = %s WHERE id = %s",
+            [self.now - timedelta(minutes=90)] * 2 + [order.id],
+        )
+        past = self._run(reference_date=self.now - timedelta(days=60))
+        past.started_at = self.now - timedelta(hours=1)
+        self.assertFalse(past._published_current())
+        run = self._run(run_type="incremental")
+        self.assertEqual((run.base_run_id, run.customers_scored), (first, 1))
+        self.assertEqual(self._score(self.c2).frequency, 2)
+
     def _work_tables(self, run):
         names = [f"ecrm_score_result_{run.id}", f"ecrm_score_result_{run.id}_0"]
         self.env.cr.execute("SELECT to_regclass(unnest(%s::text[]))", [names])
