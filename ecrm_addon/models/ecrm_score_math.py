@@ -155,22 +155,15 @@ def score_batch(
 def _predict(model, x, t_x, age, spend, horizon_days, discount_rate, backtest_days):
     from ..tools import clv  # noqa: PLC0415 - scipy is only needed here
 
-    bgnbd, gg = model["bgnbd"], model["gg"]
-    p_alive = clv.bgnbd_p_alive(bgnbd, x, t_x, age)
-    expected = [clv.bgnbd_expected_purchases(bgnbd, days, x, t_x, age) for days in (30, 90, 365)]
-    backtest = (
-        clv.bgnbd_expected_purchases(bgnbd, backtest_days, x, t_x, age)
-        if backtest_days
-        else np.full(len(x), np.nan)
-    )
-    value = clv.gamma_gamma_expected_value(gg, x, np.maximum(spend, 0.01))
-    lifetime = clv.customer_lifetime_value(
-        bgnbd, gg, x, t_x, age, np.maximum(spend, 0.01),
+    horizons = (30, 90, 365, *((backtest_days,) if backtest_days else ()))
+    p_alive, expected, value, lifetime = clv.predict(
+        model["bgnbd"], model["gg"], x, t_x, age, np.maximum(spend, 0.01), horizons,
         horizon_days=horizon_days, discount_rate_yearly=discount_rate,
     )  # fmt: skip
+    backtest = expected[backtest_days] if backtest_days else np.full(len(x), np.nan)
     return [
         _clean(p_alive),
-        *(_clean(values) for values in expected),
+        *(_clean(expected[days]) for days in (30, 90, 365)),
         _clean(backtest),
         _clean(value),
         _clean(lifetime),

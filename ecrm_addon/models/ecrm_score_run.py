@@ -1,5 +1,6 @@
 import contextlib
 import functools
+import itertools
 import logging
 import re
 import time
@@ -656,10 +657,15 @@ class EcrmScoreRun(models.Model):
         return count
 
     @staticmethod
-    def _batches(customers, batch_size):
-        """The customers' arrays, ``batch_size`` customers at a time (views, no copy)."""
-        for start in range(0, len(customers["partner_id"]), batch_size):
-            yield {name: values[start : start + batch_size] for name, values in customers.items()}
+    def _batches(customers, batch_size, first=None):
+        """The customers' arrays, ``batch_size`` customers at a time (views, no copy),
+        after a first batch of ``first`` customers if given."""
+        count = len(customers["partner_id"])
+        if not count:
+            return
+        ends = [*range(min(first or batch_size, count), count, batch_size), count]
+        for start, end in itertools.pairwise([0, *ends]):
+            yield {name: values[start:end] for name, values in customers.items()}
 
     def _publishes_while_scoring(self):
         """Runs of the current scores publish them while scoring, in one step; backtests
@@ -1241,7 +1247,11 @@ class EcrmScoreRun(models.Model):
         columns = self._published_columns()
         writer = self._result_writer()
         count = len(customers["partner_id"])
-        tables = [self._batch_table(number) for number in range(-(-count // batch_size))]
+        # Several batches: the first one is small, as nothing overlaps its scoring and
+        # writing (0.4 s of 50,000 customers at 1,000,000).
+        first = min(MIN_BATCH_SIZE, batch_size) if count > batch_size else None
+        batches = list(self._batches(customers, batch_size, first))
+        tables = [self._batch_table(number) for number in range(len(batches))]
         writer_cr = None
         if len(tables) > 1:
             try:
@@ -1253,14 +1263,12 @@ class EcrmScoreRun(models.Model):
                     error,
                 )
         if writer_cr:
-            published = self._score_and_publish_batches(
-                customers, scorer, batch_size, tables, columns, writer_cr
-            )
+            published = self._score_and_publish_batches(batches, scorer, tables, columns, writer_cr)
         else:
             # One batch (incremental runs, small companies): nothing to overlap, the run's
             # cursor writes and publishes it.
             published = 0
-            for table, batch in zip(tables, self._batches(customers, batch_size), strict=True):
+            for table, batch in zip(tables, batches, strict=True):
                 name = SQL.identifier(table)
                 cr.execute(SQL("DROP TABLE IF EXISTS %s", name))  # a killed attempt's
                 self._create_result_table(cr, name)
@@ -1294,7 +1302,7 @@ class EcrmScoreRun(models.Model):
             )
         self.env["ecrm.customer.score"].invalidate_model()
 
-    def _score_and_publish_batches(self, customers, scorer, batch_size, tables, columns, writer_cr):
+    def _score_and_publish_batches(self, batches, scorer, tables, columns, writer_cr):
         """The pipeline of ``_score_and_publish``, the batches written through
         ``writer_cr`` (closed at the end): return the number of scores written."""
         writer = self._result_writer()
@@ -1318,7 +1326,7 @@ class EcrmScoreRun(models.Model):
                 return self._publish_batch(SQL.identifier(table), partners, columns)
 
             writing, publishing = None, []
-            for table, batch in zip(tables, self._batches(customers, batch_size), strict=True):
+            for table, batch in zip(tables, batches, strict=True):
                 scored = scorer(batch)
                 if writing:
                     writing.result()  # one batch's columns in memory at a time

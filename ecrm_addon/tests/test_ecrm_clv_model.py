@@ -368,6 +368,36 @@ class TestEcrmClvModel(BaseCase):
         self.assertGreater(cheap_money.sum(), values[2].sum())
         self.assertLess(dear_money.sum(), values[2].sum())
 
+    def test_predict_equals_each_prediction(self):
+        """The batch prediction of the scoring equals the predictions one by one, to
+        the last bit, for a (a < 1), near the singularity at a == 1 and a + b < 3/2;
+        with a horizon that is no multiple of the step and one that is no step."""
+        rng = np.random.default_rng(17)
+        data = clv.simulate_bgnbd(BGNBD_TRUE, 3000, 1100, rng)
+        spend = np.full(3000, 0.01)
+        buyers = data["x"] > 0
+        spend[buyers] = clv.simulate_gamma_gamma(GG_TRUE, data["x"][buyers], rng)
+        args = (data["x"], data["t_x"], data["T"])
+        for a, b, horizon in ((0.8, 2.5, 365), (1.00003, 2.5, 200), (0.3, 0.9, 365)):
+            bgnbd = {**BGNBD_TRUE, "a": a, "b": b}
+            p_alive, expected, value, lifetime = clv.predict(
+                bgnbd, GG_TRUE, *args, spend, (30, 90, 365, 45), horizon, 0.08
+            )
+            np.testing.assert_array_equal(p_alive, clv.bgnbd_p_alive(bgnbd, *args))
+            for days in (30, 90, 365, 45):
+                np.testing.assert_array_equal(
+                    expected[days], clv.bgnbd_expected_purchases(bgnbd, days, *args)
+                )
+            np.testing.assert_array_equal(
+                value, clv.gamma_gamma_expected_value(GG_TRUE, data["x"], spend)
+            )
+            np.testing.assert_array_equal(
+                lifetime,
+                clv.customer_lifetime_value(
+                    bgnbd, GG_TRUE, *args, spend, horizon_days=horizon, discount_rate_yearly=0.08
+                ),
+            )
+
     # -------------------------------------------------------------------- errors
     def test_errors(self):
         with self.assertRaisesRegex(ValueError, "empty input"):
