@@ -658,13 +658,14 @@ class EcrmScoreRun(models.Model):
 
     @staticmethod
     def _batches(customers, batch_size, first=None):
-        """The customers' arrays, ``batch_size`` customers at a time (views, no copy),
-        after a first batch of ``first`` customers if given."""
+        """The customers' arrays, ``batch_size`` customers at a time (views, no copy);
+        with ``first``, the batches grow from ``first`` customers, doubling."""
         count = len(customers["partner_id"])
-        if not count:
-            return
-        ends = [*range(min(first or batch_size, count), count, batch_size), count]
-        for start, end in itertools.pairwise([0, *ends]):
+        ends, size = [0], first or batch_size
+        while ends[-1] < count:
+            ends.append(min(ends[-1] + size, count))
+            size = min(2 * size, batch_size)
+        for start, end in itertools.pairwise(ends):
             yield {name: values[start:end] for name, values in customers.items()}
 
     def _publishes_while_scoring(self):
@@ -1247,8 +1248,10 @@ class EcrmScoreRun(models.Model):
         columns = self._published_columns()
         writer = self._result_writer()
         count = len(customers["partner_id"])
-        # Several batches: the first one is small, as nothing overlaps its scoring and
-        # writing (0.4 s of 50,000 customers at 1,000,000).
+        # Several batches: they start small and double, as nothing overlaps the first
+        # batch's scoring and writing (0.4 s of 50,000 customers at 1,000,000), and each
+        # next batch is written while the previous one is published, which takes about
+        # as long per customer.
         first = min(MIN_BATCH_SIZE, batch_size) if count > batch_size else None
         batches = list(self._batches(customers, batch_size, first))
         tables = [self._batch_table(number) for number in range(len(batches))]
