@@ -29,8 +29,10 @@ class EcrmLoyaltyTier(models.Model):
     @api.model
     def _get_company_tiers(self, company):
         """(ids, minimum scores) of the tiers that apply to a company, lowest first."""
-        tiers = self.search([("company_id", "=", company.id)]) or self.search(
-            [("company_id", "=", False)]
+        tiers = self.search_fetch(
+            [("company_id", "in", [company.id, False])],
+            ["company_id", "min_score"],
+            order="min_score, id",
         )
-        tiers = tiers.sorted("min_score")
+        tiers = tiers.filtered("company_id") or tiers
         return tiers.ids, tiers.mapped("min_score")

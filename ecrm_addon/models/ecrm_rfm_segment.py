@@ -47,7 +47,10 @@ class EcrmRfmSegment(models.Model):
         ranges = [
             (segment.id, segment.r_min, segment.r_max, segment.f_min, segment.f_max,
              segment.m_min, segment.m_max)
-            for segment in self.search([("active", "=", True)])
+            for segment in self.search_fetch(
+                [("active", "=", True)],
+                ["r_min", "r_max", "f_min", "f_max", "m_min", "m_max"],
+            )
         ]  # fmt: skip
         grid = [[[0] * 5 for _f in SCORE_RANGE] for _r in SCORE_RANGE]
         for r in SCORE_RANGE:
