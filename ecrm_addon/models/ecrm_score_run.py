@@ -49,6 +49,10 @@ PIPELINE_BATCHES = 8
 # Runs looked at, newest first, for the last one that published the current scores.
 PREVIOUS_RUNS = 20
 PUBLISHED_FIELDS = ["run_type", "reference_date", "started_at", "create_date"]
+# Order figures are rolled up in arrays indexed by partner id while the ids are at most
+# this many per row (plus DENSE_IDS_MIN): 8 bytes per id and array (see _roll_up).
+DENSE_IDS = 2
+DENSE_IDS_MIN = 1000000
 # Pages that the bitmap scans of an incremental run read ahead (effective_io_concurrency).
 PREFETCH_PAGES = 64
 # Customers the value models are fitted on, at most (system parameter
@@ -808,15 +812,57 @@ class EcrmScoreRun(models.Model):
     def _roll_up(contacts, partner, frequency, first, last, total):
         """Order figures per ordering partner rolled up to their commercial partners
         (``contacts``: arrays of partner ids and of their commercial partner ids, for
-        the partners that have another one), in customer order."""
+        the partners that have another one), in customer order: so are the result
+        table and the new score rows, so that publishing updates the score table page
+        after page.
+
+        Partner ids are numbered from 1 and most partners are customers: arrays indexed
+        by id then replace sorting the rows (0.07-0.12 s against 0.14-0.19 s for
+        1,000,000, 0.5 against 0.7 s the first time in a process), at 8 bytes per id
+        and array. Ids spread wider than DENSE_IDS per row are sorted instead.
+        """
+        contacts, companies = contacts
+        size = 1 + max(
+            (int(ids.max()) for ids in (partner, contacts, companies) if len(ids)), default=0
+        )
+        if size > DENSE_IDS * len(partner) + DENSE_IDS_MIN:
+            return EcrmScoreRun._roll_up_sorted(
+                (contacts, companies), partner, frequency, first, last, total
+            )
+        lookup = np.arange(size, dtype=np.int32)
+        lookup[contacts] = companies
+        partner = lookup[partner]
+        counts = np.bincount(partner, minlength=size)
+        customers = np.flatnonzero(counts)
+        if len(customers) == len(partner):  # each customer on one row: no sums
+            row = np.empty(size, dtype=np.intp)
+            row[partner] = np.arange(len(partner))
+            order = row[customers]
+            return (
+                customers.astype(np.int32),
+                *(values[order] for values in (frequency, first, last, total)),
+            )
+        first_of = np.full(size, np.iinfo(np.int64).max)
+        last_of = np.full(size, np.iinfo(np.int64).min)
+        np.minimum.at(first_of, partner, first)
+        np.maximum.at(last_of, partner, last)
+        return (
+            customers.astype(np.int32),
+            np.bincount(partner, weights=frequency, minlength=size)[customers].astype(np.int64),
+            first_of[customers],
+            last_of[customers],
+            np.bincount(partner, weights=total, minlength=size)[customers],
+        )
+
+    @staticmethod
+    def _roll_up_sorted(contacts, partner, frequency, first, last, total):
+        """``_roll_up`` by sorting the rows (ids spread wide)."""
         contacts, companies = contacts
         if len(contacts):
             order = np.argsort(contacts)
             contacts, companies = contacts[order], companies[order]
             index = np.clip(np.searchsorted(contacts, partner), 0, len(contacts) - 1)
             partner = np.where(contacts[index] == partner, companies[index], partner)
-        # In customer order: so are the result table and the new score rows, so that
-        # publishing updates the score table page after page.
         order = np.argsort(partner)
         partner, frequency, first, last, total = (
             values[order] for values in (partner, frequency, first, last, total)

@@ -441,6 +441,32 @@ class TestEcrmRfm(EcrmScoreCommon):
         score = self._score(partner)
         return {name: score[name] for name in self.ORDER_FIGURES}
 
+    def test_roll_up(self):
+        """Contacts' order figures are summed into their commercial partner's, by id
+        arrays (dense ids) or by sorting (ids spread wide): the same figures."""
+        Run = type(self.Run)
+        contacts = (np.array([7, 9, 12], dtype=np.int32), np.array([3, 3, 5], dtype=np.int32))
+        rows = {
+            "partner": np.array([9, 3, 5, 7, 12, 4], dtype=np.int32),
+            "frequency": np.array([1, 2, 1, 3, 1, 1], dtype=np.int64),
+            "first": np.array([50, 20, 40, 10, 5, 60], dtype=np.int64),
+            "last": np.array([55, 90, 45, 30, 80, 60], dtype=np.int64),
+            "total": np.array([10.0, 20.0, 5.0, 30.0, 1.5, 8.0]),
+        }
+        expected = [[3, 4, 5], [6, 1, 2], [10, 60, 5], [90, 60, 80], [60.0, 8.0, 6.5]]
+        for dense in (True, False):
+            with patch(
+                "odoo.addons.ecrm_addon.models.ecrm_score_run.DENSE_IDS_MIN", 1000 if dense else 0
+            ):
+                figures = Run._roll_up(contacts, *rows.values())
+            self.assertEqual([values.tolist() for values in figures], expected, dense)
+        # Each customer on one row: the same arrays, in customer order.
+        figures = Run._roll_up(
+            (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)), *rows.values()
+        )
+        self.assertEqual(figures[0].tolist(), [3, 4, 5, 7, 9, 12])
+        self.assertEqual(figures[1].tolist(), [2, 1, 1, 3, 1, 1])
+
     def test_incremental_adds_new_orders(self):
         """Orders numbered after the previous run are added to the customers' scores:
         their other orders are not read again, and no order is counted twice over
