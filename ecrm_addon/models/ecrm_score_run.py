@@ -467,12 +467,6 @@ class EcrmScoreRun(models.Model):
         changes to older interactions wait for the next full run.
         """
         since, watermark = previous.started_at, previous.order_watermark
-        params = {
-            "company": self.company_id.id,
-            "states": states,
-            "since": since,
-            "watermark": watermark,
-        }
         # Bitmap scans: the rows, spread over the tables, are read in table order and
         # ahead of need (see _prefetch_reads).
         with self._without_index_scans():
@@ -491,7 +485,9 @@ class EcrmScoreRun(models.Model):
                       FROM ecrm_customer_score c JOIN res_partner p ON p.id = c.partner_id
                      WHERE c.company_id = %(company)s AND c.rescore_requested_at IS NOT NULL
                     """,
-                    **params,
+                    company=self.company_id.id,
+                    states=states,
+                    since=since,
                     old=SQL("o.id <= %s", watermark) if watermark else SQL("TRUE"),
                 )
             )
@@ -1376,6 +1372,20 @@ class EcrmScoreRun(models.Model):
             def write(table, scored):
                 self._create_result_table(writer_cr, SQL.identifier(table))
                 writer.append(writer_cr, scored, table=table, freeze=True)
+                writer_cr.commit()
+                # The batch's scores, read into PostgreSQL's buffers by this connection
+                # (making room there, writing changed pages out) while the previous
+                # batch is published: the update then finds them in memory.
+                partners = scored[0]
+                writer_cr.execute(
+                    SQL(
+                        """SELECT max(scored_at) FROM ecrm_customer_score
+                            WHERE company_id = %s AND partner_id BETWEEN %s AND %s""",
+                        self.company_id.id,
+                        int(partners[0]),
+                        int(partners[-1]),
+                    )
+                )
                 writer_cr.commit()
 
             def publish(writing, table, partners):
