@@ -49,6 +49,9 @@ PIPELINE_BATCHES = 8
 # Runs looked at, newest first, for the last one that published the current scores.
 PREVIOUS_RUNS = 20
 PUBLISHED_FIELDS = ["run_type", "reference_date", "started_at", "create_date"]
+# Runs that have published their scores: done, or full runs copying them into the
+# monthly history (the snapshot step comes after publishing).
+PUBLISHED = ["|", ("state", "=", "done"), "&", ("state", "=", "running"), ("step", "=", "snapshot")]
 # Order figures are rolled up in arrays indexed by partner id while the ids are at most
 # this many per row (plus DENSE_IDS_MIN): 8 bytes per id and array (see _roll_up).
 DENSE_IDS = 2
@@ -346,7 +349,7 @@ class EcrmScoreRun(models.Model):
             [
                 ("company_id", "=", company.id),
                 ("run_type", "=", "full"),
-                ("state", "=", "done"),
+                *PUBLISHED,
                 ("reference_date", "<=", fields.Datetime.now()),
             ],
             PUBLISHED_FIELDS,
@@ -360,12 +363,14 @@ class EcrmScoreRun(models.Model):
         incremental): an incremental run rescores what changed since it started.
 
         Runs as of a past date and backtests are left out: they published no scores,
-        and what changed between the scores and them would be missed.
+        and what changed between the scores and them would be missed. A full run still
+        copying its scores into the history has published them: it is the previous
+        run (else its new orders would be added to the scores a second time).
         """
         runs = self.search_fetch(
             [
                 ("company_id", "=", self.company_id.id),
-                ("state", "=", "done"),
+                *PUBLISHED,
                 ("run_type", "in", ("full", "incremental")),
             ],
             PUBLISHED_FIELDS,

@@ -513,6 +513,27 @@ class TestEcrmRfm(EcrmScoreCommon):
         self._run(run_type="incremental")
         self.assertEqual(self._score(self.c2).frequency, 11)
 
+    def test_incremental_after_a_run_copying_its_snapshot(self):
+        """A full run that has published its scores and is still copying them into the
+        monthly history is the run an incremental run starts from: the orders it
+        counted are not added a second time."""
+        History = self.env["ecrm.customer.score.history"]
+        first = self._run()
+        first.started_at = self.now - timedelta(hours=2)
+        self._move_back(hours=3)
+        self._order_on(self.c2, self._at(1), 75, company=self.company_r)
+        History.search([("company_id", "=", self.company_r.id)]).unlink()
+        second = self.Run.create({"company_id": self.company_r.id, "reference_date": self.now})
+        second._execute_step()
+        self.assertEqual((second.state, second.step), ("running", "snapshot"))
+        second.started_at = self.now - timedelta(hours=1)
+        self.assertEqual(self._score(self.c2).frequency, 2)
+        self._order_on(self.c2, self._at(0), 10, company=self.company_r)
+        run = self.Run.create({"company_id": self.company_r.id, "run_type": "incremental"})
+        run._execute_all()
+        self.assertEqual((run.base_run_id, run.customers_scored), (second, 1))
+        self.assertEqual(self._score(self.c2).frequency, 3)
+
     def test_incremental_aggregates_confirmed_quotations_again(self):
         """A quotation of before the previous run, confirmed since, may have been seen
         by that run: the customer's orders are aggregated again."""
