@@ -345,18 +345,11 @@ class EcrmScoreRun(models.Model):
     def _get_base_run(self, company):
         """The company's last full run of the current scores: incremental runs score
         with its quintiles and fitted models."""
-        runs = self.search_fetch(
-            [
-                ("company_id", "=", company.id),
-                ("run_type", "=", "full"),
-                *PUBLISHED,
-                ("reference_date", "<=", fields.Datetime.now()),
-            ],
-            PUBLISHED_FIELDS,
-            order="reference_date desc, id desc",
-            limit=PREVIOUS_RUNS,
+        return self._last_published_run(
+            company,
+            [("run_type", "=", "full"), ("reference_date", "<=", fields.Datetime.now())],
+            "reference_date desc, id desc",
         )
-        return next((run for run in runs if run._published_current()), runs.browse())
 
     def _get_previous_run(self):
         """The company's last run that published the current scores (full or
@@ -367,14 +360,19 @@ class EcrmScoreRun(models.Model):
         copying its scores into the history has published them: it is the previous
         run (else its new orders would be added to the scores a second time).
         """
+        return self._last_published_run(
+            self.company_id,
+            [("run_type", "in", ("full", "incremental"))],
+            "started_at desc, id desc",
+        )
+
+    def _last_published_run(self, company, domain, order):
+        """The first, in ``order``, of the company's runs matching ``domain`` that
+        published the current scores (see PUBLISHED and ``_published_current``)."""
         runs = self.search_fetch(
-            [
-                ("company_id", "=", self.company_id.id),
-                *PUBLISHED,
-                ("run_type", "in", ("full", "incremental")),
-            ],
+            [("company_id", "=", company.id), *PUBLISHED, *domain],
             PUBLISHED_FIELDS,
-            order="started_at desc, id desc",
+            order=order,
             limit=PREVIOUS_RUNS,
         )
         return next((run for run in runs if run._published_current()), runs.browse())
@@ -575,15 +573,16 @@ class EcrmScoreRun(models.Model):
                 strict=True,
             )
         )
-        rescan.update(np.setdiff1d(candidates, stored["partner_id"]).tolist())
-        index = np.searchsorted(stored["partner_id"], new["partner_id"])
-        found = index < len(stored["partner_id"])
-        found[found] = stored["partner_id"][index[found]] == new["partner_id"][found]
-        index, added = index[found], {name: values[found] for name, values in new.items()}
-        stored["frequency"][index] += added["frequency"]
-        stored["order_total"][index] += added["order_total"]
-        stored["first_day"][index] = np.minimum(stored["first_day"][index], added["first_day"])
-        stored["last_day"][index] = np.maximum(stored["last_day"][index], added["last_day"])
+        customers = stored["partner_id"]
+        rescan.update(np.setdiff1d(candidates, customers).tolist())
+        for name, default, combine in (
+            ("frequency", 0, np.add),
+            ("order_total", 0.0, np.add),
+            ("first_day", np.iinfo(np.int64).max, np.minimum),
+            ("last_day", np.iinfo(np.int64).min, np.maximum),
+        ):
+            added = self._by_customer(customers, new["partner_id"], new[name], default)
+            stored[name] = combine(stored[name], added)
         return stored
 
     def _step_aggregate(self, batch_size=BATCH_SIZE):

@@ -744,6 +744,29 @@ def customer_lifetime_value(
     r, alpha, a, b = _bgnbd_params(bgnbd)
     x, t_x, T = _check_rft(x, t_x, T)
     value = gamma_gamma_expected_value(gg, x, m)
+    p_alive = special.expit(-_log_odds_dead(r, alpha, a, b, x, t_x, T))
+    # The discounted sum depends on (x, T) only: evaluate it once per distinct pair
+    # (integer days: a few 10^4 pairs for 10^6 customers), then gather.
+    shape = np.broadcast(x, T).shape
+    ux, uT, inverse = _distinct_pairs(
+        np.broadcast_to(x, shape).ravel(), np.broadcast_to(T, shape).ravel()
+    )
+    discounted = _discounted_purchases(
+        lambda t: _alive_expected(r, alpha, a, b, t, ux, uT),
+        ux.shape,
+        horizon_days,
+        discount_rate_yearly,
+        step_days,
+    )
+    if inverse is not None:
+        discounted = discounted[inverse]
+    return discounted.reshape(shape) * p_alive * value
+
+
+def _discounted_purchases(alive_expected, shape, horizon_days, discount_rate_yearly, step_days):
+    """The discounted sum of ``customer_lifetime_value`` (without P(alive) and the
+    value): ``sum_k (E(t_k) - E(t_{k-1})) (1 + yearly)^(-t_k / 365)`` with
+    ``alive_expected(t)`` the alive factor of eq. 10 at ``t`` (arrays of ``shape``)."""
     horizon = float(horizon_days)
     step = float(step_days)
     yearly = float(discount_rate_yearly)
@@ -753,24 +776,14 @@ def customer_lifetime_value(
         raise ValueError("step_days must be > 0")
     if not (math.isfinite(yearly) and yearly > -1):
         raise ValueError("discount_rate_yearly must be > -1")
-    p_alive = special.expit(-_log_odds_dead(r, alpha, a, b, x, t_x, T))
-    # The discounted sum depends on (x, T) only: evaluate it once per distinct pair
-    # (integer days: a few 10^4 pairs for 10^6 customers), then gather.
-    shape = np.broadcast(x, T).shape
-    ux, uT, inverse = _distinct_pairs(
-        np.broadcast_to(x, shape).ravel(), np.broadcast_to(T, shape).ravel()
-    )
-    n_steps = math.ceil(horizon / step - 1e-9)
-    discounted = np.zeros(ux.shape)
-    previous = np.zeros(ux.shape)
-    for k in range(1, n_steps + 1):
+    discounted = np.zeros(shape)
+    previous = np.zeros(shape)
+    for k in range(1, math.ceil(horizon / step - 1e-9) + 1):
         t_k = min(k * step, horizon)
-        current = _alive_expected(r, alpha, a, b, t_k, ux, uT)
+        current = alive_expected(t_k)
         discounted += (current - previous) * (1.0 + yearly) ** (-t_k / 365.0)
         previous = current
-    if inverse is not None:
-        discounted = discounted[inverse]
-    return discounted.reshape(shape) * p_alive * value
+    return discounted
 
 
 def predict(bgnbd, gg, x, t_x, T, m, horizons, horizon_days=365, discount_rate_yearly=0.10):
@@ -788,12 +801,6 @@ def predict(bgnbd, gg, x, t_x, T, m, horizons, horizon_days=365, discount_rate_y
     """
     r, alpha, a, b = _bgnbd_params(bgnbd)
     x, t_x, T = _check_rft(x, t_x, T)
-    horizon = float(horizon_days)
-    yearly = float(discount_rate_yearly)
-    if not (math.isfinite(horizon) and horizon >= 0):
-        raise ValueError("horizon_days must be >= 0")
-    if not (math.isfinite(yearly) and yearly > -1):
-        raise ValueError("discount_rate_yearly must be > -1")
     for t in horizons:
         _check_t(t)
     value = gamma_gamma_expected_value(gg, x, m)
@@ -807,13 +814,9 @@ def predict(bgnbd, gg, x, t_x, T, m, horizons, horizon_days=365, discount_rate_y
             computed[t] = _alive_expected(r, alpha, a, b, t, ux, uT)
         return computed[t]
 
-    discounted = np.zeros(ux.shape)
-    previous = np.zeros(ux.shape)
-    for k in range(1, math.ceil(horizon / CLV_STEP_DAYS - 1e-9) + 1):
-        t_k = min(k * CLV_STEP_DAYS, horizon)
-        current = alive_expected(t_k)
-        discounted += (current - previous) * (1.0 + yearly) ** (-t_k / 365.0)
-        previous = current
+    discounted = _discounted_purchases(
+        alive_expected, ux.shape, horizon_days, discount_rate_yearly, CLV_STEP_DAYS
+    )
 
     def per_customer(values):
         return (values if inverse is None else values[inverse]).reshape(shape)
