@@ -654,7 +654,7 @@ class TestEcrmRfm(EcrmScoreCommon):
     def test_batches_publish_the_same_scores(self):
         """Published batch after batch (scored, written by a second connection and
         published side by side) or in one batch, a run writes the same scores."""
-        names = [name for name, _type in RESULT_COLUMNS if name != "expected_purchases_backtest"]
+        names = [name for name, _type in RESULT_COLUMNS]
         domain = [("company_id", "=", self.company_r.id)]
         self._run()
         in_one = self.Score.search_read(domain, ["partner_id", *names], order="partner_id")
@@ -662,6 +662,13 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.Score.search(domain, limit=1).unlink()  # inserted again
         self._run(batch_size=2)
         in_batches = self.Score.search_read(domain, ["partner_id", *names], order="partner_id")
+        # Too few customers to fit the models: no prediction, written as NULL.
+        self.env.cr.execute(
+            "SELECT count(*) FROM ecrm_customer_score WHERE company_id = %s AND p_alive IS NULL"
+            " AND clv IS NULL AND segment_id IS NOT NULL",
+            [self.company_r.id],
+        )
+        self.assertEqual(self.env.cr.fetchone()[0], 7)
         # Without a second connection (the worker's pool is full), batch after batch on
         # the run's cursor.
         self.Score.search(domain).write({"frequency": 0, "segment_id": False, "clv": 0})
@@ -957,3 +964,54 @@ class TestEcrmScoreNumerics(TransactionCase):
         self.assertEqual(day_numbers.tolist(), [0, -1, date_to_days(days[2]), 36525])
         with self.assertRaises(ValueError):  # too large for the numeric columns
             numeric_units([1e17], 2)
+
+    def test_binary_copy_nulls(self):
+        """0 and NaN written as NULL where asked, in every combination, and the buffer
+        of rows without NULL still right for the next batch."""
+        cr = self.env.cr
+        cr.execute(
+            """CREATE TEMP TABLE ecrm_copy_nulls (
+                   id int4, segment int4, p float8, amount numeric, code varchar, kept float8)
+               ON COMMIT DROP"""
+        )
+        writer = CopyIn(
+            "ecrm_copy_nulls",
+            [("id", "int4"), ("segment", "int4"), ("p", "float8"),
+             ("amount", ("numeric", 2)), ("code", ("text", 1)), ("kept", "float8")],
+            nulls={"segment": 0, "p": "nan", "amount": "nan"},
+        )  # fmt: skip
+        nan = np.nan
+        writer.append(
+            cr,
+            [
+                np.arange(6, dtype=np.int32),
+                np.array([3, 0, 4, 0, 5, 6], dtype=np.int32),
+                np.array([0.25, 0.5, nan, nan, 0.0, 1.0]),
+                numeric_units([1.5, nan, 2.5, nan, -3.25, 0.0], 2),
+                np.array([b"a", b"b", b"c", b"d", b"e", b"f"]),
+                np.array([nan, 1.0, 2.0, 3.0, 4.0, 5.0]),
+            ],
+        )
+        writer.append(
+            cr,
+            [np.array([6], dtype=np.int32), np.array([7], dtype=np.int32), np.array([0.75]),
+             numeric_units([9.99], 2), np.array([b"g"]), np.array([6.0])],
+        )  # fmt: skip
+        cr.execute(
+            "SELECT id, segment, p, amount::text, code, kept FROM ecrm_copy_nulls ORDER BY id"
+        )
+        rows = cr.fetchall()
+        self.assertTrue(np.isnan(rows[0][5]))  # not a column written as NULL: NaN stays
+        self.assertEqual(
+            [row[:5] for row in rows],
+            [
+                (0, 3, 0.25, "1.50", "a"),
+                (1, None, 0.5, None, "b"),
+                (2, 4, None, "2.50", "c"),
+                (3, None, None, None, "d"),
+                (4, 5, 0.0, "-3.25", "e"),
+                (5, 6, 1.0, "0.00", "f"),
+                (6, 7, 0.75, "9.99", "g"),
+            ],
+        )
+        self.assertEqual([row[5] for row in rows[1:]], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])

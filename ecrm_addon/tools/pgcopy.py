@@ -65,10 +65,14 @@ def _value_dtype(pg_type):
     return np.dtype(TYPES[kind])
 
 
-def _row_dtype(types):
+def _row_dtype(types, nulls=()):
+    """The record of a row of ``types``; the fields numbered in ``nulls`` are NULL (a
+    length of -1 and no value)."""
     fields = [("count", ">i2")]
     for index, pg_type in enumerate(types):
-        fields += [(f"len{index}", ">i4"), (f"val{index}", _value_dtype(pg_type))]
+        fields.append((f"len{index}", ">i4"))
+        if index not in nulls:
+            fields.append((f"val{index}", _value_dtype(pg_type)))
     return np.dtype(fields)
 
 
@@ -161,16 +165,24 @@ class CopyIn:
     """Batches of rows appended to ``table`` with one binary COPY each.
 
     ``columns`` is a list of (column name, type): ``int4``, ``int8``, ``float8`` (NaN
-    is stored as NaN: callers turn it into NULL where they need to), ``date`` (int32
-    days since 2000-01-01), ``("numeric", scale)`` (int64 units from ``numeric_units``)
-    or ``("text", width)`` (byte strings). The record buffer is kept from one batch to
-    the next: allocating fresh memory for every batch cost more than encoding it.
+    is stored as NaN), ``date`` (int32 days since 2000-01-01), ``("numeric", scale)``
+    (int64 units from ``numeric_units``) or ``("text", width)`` (byte strings).
+
+    ``nulls`` maps column names to the value written as NULL: ``0`` (int4, int8) or
+    ``"nan"`` (float8 NaN, numeric ``NAN_UNITS``). Rows with NULLs are written as
+    records of their own layout, grouped by which columns are NULL (the table's order
+    of rows is not kept). Writing NULLs spares the statements reading the table a
+    ``NULLIF`` per value, which cost an update of every score a tenth of its time.
+
+    The record buffer of rows without NULL is kept from one batch to the next:
+    allocating fresh memory for every batch cost more than encoding it.
     """
 
-    def __init__(self, table, columns):
+    def __init__(self, table, columns, nulls=None):
         self.table = table
         self.names = [name for name, _type in columns]
         self.types = [pg_type for _name, pg_type in columns]
+        self.nulls = {self.names.index(name): value for name, value in (nulls or {}).items()}
         self.dtype = _row_dtype(self.types)
         self._buffer = np.empty(0, dtype=self.dtype)
 
@@ -182,24 +194,69 @@ class CopyIn:
         once committed, its rows are visible to every transaction, even older ones.
         """
         count = len(arrays[0])
-        if len(self._buffer) < count:
-            self._buffer = np.empty(count, dtype=self.dtype)
-            # (whole arrays: numpy assigns a scalar to a field of a wide record slowly)
-            self._buffer["count"] = np.full(count, len(self.types), dtype=">i2")
-            for index in range(len(self.types)):
-                size = self._buffer.dtype[f"val{index}"].itemsize
-                self._buffer[f"len{index}"] = np.full(count, size, dtype=">i4")
-        rows = self._buffer[:count]
-        for index, (pg_type, values) in enumerate(zip(self.types, arrays, strict=True)):
-            if _type_key(pg_type) == "numeric":
-                _encode_numeric(rows[f"val{index}"], np.asarray(values, dtype=np.int64), pg_type[1])
-            else:
-                rows[f"val{index}"] = values
+        masks = {
+            index: mask
+            for index, value in self.nulls.items()
+            if (mask := self._null_mask(self.types[index], arrays[index], value)).any()
+        }
+        if not masks:
+            parts = [self._records(arrays, count)]
+        else:
+            # One group of records per combination of NULL columns, rows in their order.
+            keys = np.zeros(count, dtype=np.int64)
+            for bit, mask in enumerate(masks.values()):
+                keys |= mask.astype(np.int64) << bit
+            order = np.argsort(keys, kind="stable")
+            keys = keys[order]
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            parts = []
+            for start, end in zip(starts, [*starts[1:], count], strict=True):
+                rows = order[start:end]
+                nulls = {index for bit, index in enumerate(masks) if keys[start] >> bit & 1}
+                picked = [values if index in nulls else np.asarray(values)[rows]
+                          for index, values in enumerate(arrays)]  # fmt: skip
+                parts.append(self._records(picked, len(rows), nulls))
         statement = SQL(
             "COPY %s (%s) FROM STDIN WITH (FORMAT binary%s)",
             SQL.identifier(table or self.table),
             SQL(", ").join(SQL.identifier(name) for name in self.names),
             SQL(", FREEZE") if freeze else SQL(),
         )
-        reader = _Reader(HEADER, rows.view(np.uint8), TRAILER)
+        reader = _Reader(HEADER, *(rows.view(np.uint8) for rows in parts), TRAILER)
         cr.copy_expert(statement.code, reader, size=1 << 20)
+
+    @staticmethod
+    def _null_mask(pg_type, values, value):
+        values = np.asarray(values)
+        if value != "nan":
+            return values == value
+        if _type_key(pg_type) == "numeric":
+            return values == NAN_UNITS
+        return np.isnan(values)
+
+    def _records(self, arrays, count, nulls=frozenset()):
+        """The records of ``count`` rows of ``arrays``, the columns in ``nulls`` NULL."""
+        if nulls:
+            rows = np.empty(count, dtype=_row_dtype(self.types, nulls))
+            self._fill_lengths(rows, nulls)
+        else:
+            if len(self._buffer) < count:
+                self._buffer = np.empty(count, dtype=self.dtype)
+                self._fill_lengths(self._buffer)
+            rows = self._buffer[:count]
+        for index, (pg_type, values) in enumerate(zip(self.types, arrays, strict=True)):
+            if index in nulls:
+                continue
+            if _type_key(pg_type) == "numeric":
+                _encode_numeric(rows[f"val{index}"], np.asarray(values, dtype=np.int64), pg_type[1])
+            else:
+                rows[f"val{index}"] = values
+        return rows
+
+    def _fill_lengths(self, rows, nulls=frozenset()):
+        # (whole arrays: numpy assigns a scalar to a field of a wide record slowly)
+        count = len(rows)
+        rows["count"] = np.full(count, len(self.types), dtype=">i2")
+        for index in range(len(self.types)):
+            size = -1 if index in nulls else rows.dtype[f"val{index}"].itemsize
+            rows[f"len{index}"] = np.full(count, size, dtype=">i4")
