@@ -211,18 +211,18 @@ class CopyIn:
             starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
             parts = []
             for start, end in zip(starts, [*starts[1:], count], strict=True):
-                rows = order[start:end]
+                members = order[start:end]
                 nulls = {index for bit, index in enumerate(masks) if keys[start] >> bit & 1}
-                picked = [values if index in nulls else np.asarray(values)[rows]
+                picked = [values if index in nulls else np.asarray(values)[members]
                           for index, values in enumerate(arrays)]  # fmt: skip
-                parts.append(self._records(picked, len(rows), nulls))
+                parts.append(self._records(picked, len(members), nulls))
         statement = SQL(
             "COPY %s (%s) FROM STDIN WITH (FORMAT binary%s)",
             SQL.identifier(table or self.table),
             SQL(", ").join(SQL.identifier(name) for name in self.names),
             SQL(", FREEZE") if freeze else SQL(),
         )
-        reader = _Reader(HEADER, *(rows.view(np.uint8) for rows in parts), TRAILER)
+        reader = _Reader(HEADER, *(records.view(np.uint8) for records in parts), TRAILER)
         cr.copy_expert(statement.code, reader, size=1 << 20)
 
     @staticmethod
