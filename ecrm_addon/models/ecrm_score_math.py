@@ -74,10 +74,12 @@ def quintile_bounds(values):
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     if not len(ordered):
         return [None] * 4
-    cume_dist = np.searchsorted(ordered, ordered, side="right") / len(ordered)
-    scores = np.ceil(5 * cume_dist)
+    # Scores only change between distinct values: computed at the last of each run of
+    # equal values (cume_dist is its position + 1 over the count), in one pass.
+    ends = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])
+    scores = np.ceil(5 * ((ends + 1) / len(ordered)))
     last = np.searchsorted(scores, np.arange(1, 5), side="right") - 1
-    return [float(ordered[index]) if index >= 0 else None for index in last]
+    return [float(ordered[ends[index]]) if index >= 0 else None for index in last]
 
 
 def quintile_scores(values, bounds):
