@@ -369,19 +369,14 @@ class EcrmScoreRun(models.Model):
 
     def _last_published_run(self, company, domain, order):
         """The first, in ``order``, of the company's runs matching ``domain`` that
-        published the current scores (see PUBLISHED and ``_published_current``)."""
+        published the current scores (see PUBLISHED and ``_publishes_while_scoring``)."""
         runs = self.search_fetch(
             [("company_id", "=", company.id), *PUBLISHED, *domain],
             PUBLISHED_FIELDS,
             order=order,
             limit=PREVIOUS_RUNS,
         )
-        return next((run for run in runs if run._published_current()), runs.browse())
-
-    def _published_current(self):
-        """Whether this run wrote the current scores (not history, not a backtest)."""
-        started = self.started_at or self.create_date
-        return self.run_type != "backtest" and self.reference_date >= started - timedelta(days=1)
+        return next((run for run in runs if run._publishes_while_scoring()), runs.browse())
 
     def _execute_all(self, batch_size=BATCH_SIZE):
         self.ensure_one()
@@ -687,7 +682,10 @@ class EcrmScoreRun(models.Model):
         return self.run_type != "backtest" and not self._is_past()
 
     def _is_past(self):
-        return self.reference_date < fields.Datetime.now() - timedelta(days=1)
+        """Whether the run is as of a date more than a day before it started (or now,
+        before it starts): it scores for the history only."""
+        started = self.started_at or self.create_date or fields.Datetime.now()
+        return self.reference_date < started - timedelta(days=1)
 
     def _prefetch_reads(self):
         """Let this transaction's bitmap scans ask for PREFETCH_PAGES pages ahead

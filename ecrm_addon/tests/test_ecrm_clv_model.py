@@ -371,7 +371,9 @@ class TestEcrmClvModel(BaseCase):
     def test_predict_equals_each_prediction(self):
         """The batch prediction of the scoring equals the predictions one by one, to
         the last bit, for a (a < 1), near the singularity at a == 1 and a + b < 3/2;
-        with a horizon that is no multiple of the step and one that is no step."""
+        with a horizon that is no multiple of the step and one that is no step. The
+        lifetime value (which customer_lifetime_value takes from predict) equals the
+        discounted sum of the expected purchases one step after the other."""
         rng = np.random.default_rng(17)
         data = clv.simulate_bgnbd(BGNBD_TRUE, 3000, 1100, rng)
         spend = np.full(3000, 0.01)
@@ -391,12 +393,13 @@ class TestEcrmClvModel(BaseCase):
             np.testing.assert_array_equal(
                 value, clv.gamma_gamma_expected_value(GG_TRUE, data["x"], spend)
             )
-            np.testing.assert_array_equal(
-                lifetime,
-                clv.customer_lifetime_value(
-                    bgnbd, GG_TRUE, *args, spend, horizon_days=horizon, discount_rate_yearly=0.08
-                ),
-            )
+            by_step, previous = 0.0, 0.0
+            for k in range(1, -(-horizon // 30) + 1):
+                t_k = min(30 * k, horizon)
+                current = clv.bgnbd_expected_purchases(bgnbd, t_k, *args)
+                by_step = by_step + (current - previous) * value / 1.08 ** (t_k / 365)
+                previous = current
+            np.testing.assert_allclose(lifetime, by_step, rtol=1e-12, atol=1e-12)
 
     # -------------------------------------------------------------------- errors
     def test_errors(self):

@@ -574,7 +574,7 @@ class TestEcrmRfm(EcrmScoreCommon):
         )
         past = self._run(reference_date=self.now - timedelta(days=60))
         past.started_at = self.now - timedelta(hours=1)
-        self.assertFalse(past._published_current())
+        self.assertFalse(past._publishes_while_scoring())
         run = self._run(run_type="incremental")
         self.assertEqual((run.base_run_id, run.customers_scored), (first, 1))
         self.assertEqual(self._score(self.c2).frequency, 2)

@@ -741,26 +741,7 @@ def customer_lifetime_value(
     sum of eq. 10 once per distinct (x, T) pair; the loop runs over the steps only.
     ``m`` is ignored (may be 0 or NaN) where x == 0.
     """
-    r, alpha, a, b = _bgnbd_params(bgnbd)
-    x, t_x, T = _check_rft(x, t_x, T)
-    value = gamma_gamma_expected_value(gg, x, m)
-    p_alive = special.expit(-_log_odds_dead(r, alpha, a, b, x, t_x, T))
-    # The discounted sum depends on (x, T) only: evaluate it once per distinct pair
-    # (integer days: a few 10^4 pairs for 10^6 customers), then gather.
-    shape = np.broadcast(x, T).shape
-    ux, uT, inverse = _distinct_pairs(
-        np.broadcast_to(x, shape).ravel(), np.broadcast_to(T, shape).ravel()
-    )
-    discounted = _discounted_purchases(
-        lambda t: _alive_expected(r, alpha, a, b, t, ux, uT),
-        ux.shape,
-        horizon_days,
-        discount_rate_yearly,
-        step_days,
-    )
-    if inverse is not None:
-        discounted = discounted[inverse]
-    return discounted.reshape(shape) * p_alive * value
+    return predict(bgnbd, gg, x, t_x, T, m, (), horizon_days, discount_rate_yearly, step_days)[3]
 
 
 def _discounted_purchases(alive_expected, shape, horizon_days, discount_rate_yearly, step_days):
@@ -786,16 +767,28 @@ def _discounted_purchases(alive_expected, shape, horizon_days, discount_rate_yea
     return discounted
 
 
-def predict(bgnbd, gg, x, t_x, T, m, horizons, horizon_days=365, discount_rate_yearly=0.10):
+def predict(
+    bgnbd,
+    gg,
+    x,
+    t_x,
+    T,
+    m,
+    horizons,
+    horizon_days=365,
+    discount_rate_yearly=0.10,
+    step_days=CLV_STEP_DAYS,
+):
     """Every prediction of a batch of customers at once: P(alive), the expected
     purchases over each of ``horizons`` (days), the expected order value and the
-    customer lifetime value, as ``bgnbd_p_alive``, ``bgnbd_expected_purchases``,
-    ``gamma_gamma_expected_value`` and ``customer_lifetime_value`` (30-day steps)
-    compute them one by one, with the same results.
+    customer lifetime value (see ``customer_lifetime_value``), with the same results
+    as ``bgnbd_p_alive``, ``bgnbd_expected_purchases`` and
+    ``gamma_gamma_expected_value`` one by one.
 
-    Shared instead of computed again by each: P(alive), the distinct (x, T) pairs,
-    and eq. 10 at the horizons that are also steps of the lifetime value (30, 90 and
-    365 days of a one-year horizon).
+    Shared instead of computed again by each: P(alive), the distinct (x, T) pairs
+    (eq. 10's alive factor depends on them only: a few 10^4 pairs for 10^6
+    customers), and eq. 10 at the horizons that are also steps of the lifetime value
+    (30, 90 and 365 days of a one-year horizon).
 
     Returns (p_alive, {horizon: expected purchases}, expected value, lifetime value).
     """
@@ -815,7 +808,7 @@ def predict(bgnbd, gg, x, t_x, T, m, horizons, horizon_days=365, discount_rate_y
         return computed[t]
 
     discounted = _discounted_purchases(
-        alive_expected, ux.shape, horizon_days, discount_rate_yearly, CLV_STEP_DAYS
+        alive_expected, ux.shape, horizon_days, discount_rate_yearly, step_days
     )
 
     def per_customer(values):
