@@ -715,10 +715,17 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(len(self._score(self.shared, self.company_b)), 1)
 
     def test_customer_without_orders_loses_score(self):
+        """Whether customers lost their scores is known from the scores counted while
+        the models are fitted: in batches published side by side, then in one batch."""
         self._run()
         self.c2.sale_order_ids._action_cancel()
-        self._run()
+        self._run(batch_size=2)
         self.assertFalse(self._score(self.c2))
+        self.assertTrue(self._score(self.c3))
+        self.c3.sale_order_ids._action_cancel()
+        self._run()
+        self.assertFalse(self._score(self.c3))
+        self.assertTrue(self._score(self.c1))
 
     def test_history_and_migration(self):
         first_of_month = self.today.replace(day=1)
