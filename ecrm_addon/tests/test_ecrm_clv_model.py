@@ -13,6 +13,7 @@ biases the estimates by far more.
 
 import itertools
 import math
+from unittest.mock import patch
 
 import numpy as np
 from scipy import integrate, special
@@ -134,6 +135,44 @@ class TestEcrmClvModel(BaseCase):
         for name in names:
             self.assertAlmostEqual(near[name] / fit[name], 1, places=4, msg=name)
         self.assertAlmostEqual(near["log_likelihood"], fit["log_likelihood"], places=3)
+
+    def test_warm_start_newton(self):
+        """The nightly refit: on the same customers a day older, from the last fit,
+        Newton steps reach the optimum without L-BFGS-B, at the cold fit's estimates;
+        from a start too far away they give way to L-BFGS-B."""
+        names = ("r", "alpha", "a", "b")
+        fit = self.bgnbd_fit
+        later = {**self.bgnbd_data, "T": self.bgnbd_data["T"] + 1.0}
+        cold = clv.fit_bgnbd(**later)
+        self.assertTrue(cold["converged"])
+        with patch.object(clv.optimize, "minimize", side_effect=AssertionError("L-BFGS-B")):
+            warm = clv.fit_bgnbd(**later, initial=[fit[name] for name in names])
+        self.assertTrue(warm["converged"])
+        self.assertIn(warm["iterations"], (1, 2))
+        np.testing.assert_allclose(
+            [warm[name] for name in names], [cold[name] for name in names], rtol=1e-4
+        )
+        self.assertGreaterEqual(warm["log_likelihood"], cold["log_likelihood"] - 1e-6)
+        far = [fit["r"] * 3, fit["alpha"] / 3, fit["a"], fit["b"] * 3]
+        with patch.object(clv.optimize, "minimize", wraps=clv.optimize.minimize) as minimize:
+            from_far = clv.fit_bgnbd(**later, initial=far)
+        self.assertTrue(minimize.called)
+        self.assertTrue(from_far["converged"])
+        np.testing.assert_allclose(
+            [from_far[name] for name in names], [cold[name] for name in names], rtol=1e-4
+        )
+        # Gamma-Gamma alike.
+        x = np.maximum(self.bgnbd_data["x"], 1)
+        m = clv.simulate_gamma_gamma(GG_TRUE, x, np.random.default_rng(3))
+        gg = clv.fit_gamma_gamma(x, m)
+        more = np.concatenate([m[:-100], m[-100:] * 1.5])
+        gg_cold = clv.fit_gamma_gamma(x, more)
+        with patch.object(clv.optimize, "minimize", side_effect=AssertionError("L-BFGS-B")):
+            gg_warm = clv.fit_gamma_gamma(x, more, initial=[gg["p"], gg["q"], gg["v"]])
+        self.assertTrue(gg_warm["converged"])
+        np.testing.assert_allclose(
+            [gg_warm[name] for name in "pqv"], [gg_cold[name] for name in "pqv"], rtol=1e-4
+        )
 
     # ---------------------------------------------------------------- likelihood
     def test_log_likelihood_matches_naive_implementation(self):

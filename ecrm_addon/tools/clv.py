@@ -29,7 +29,7 @@ Parameters are returned as dicts and accepted either as such dicts or as tuples
 import math
 
 import numpy as np
-from scipy import optimize, special
+from scipy import linalg, optimize, special
 
 __all__ = [
     "bgnbd_expected_purchases",
@@ -63,6 +63,11 @@ _A_SINGULAR_HALF_WIDTH = 1e-4
 # evaluations for a nightly refit of 1,000,000 customers, parameters within 5e-6.
 _LBFGS_OPTIONS = {"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-7, "maxcor": 20}
 _GRADIENT_CONVERGED = 1e-6
+# Newton steps from a warm start (see _newton): relative step of the Hessian's finite
+# differences, most steps, longest step (log-parameters) before L-BFGS-B takes over.
+_NEWTON_DIFFERENCE = 1e-6
+_NEWTON_STEPS = 4
+_NEWTON_MAX_STEP = 0.5
 
 
 # Steps of the customer lifetime value's discounting (a month).
@@ -185,12 +190,56 @@ def _projected_gradient_small(theta, grad, lower, upper):
     return float(np.max(np.abs(grad))) < _GRADIENT_CONVERGED
 
 
-def _minimize(fun_and_grad, theta0, bounds):
+def _newton(fun_and_grad, theta, value, grad, lower, upper):
+    """Newton steps from ``theta`` (``value`` and ``grad`` there), for a warm start
+    near the optimum: the Hessian by forward differences of the analytic gradient
+    (one evaluation per parameter), factorised once and used for every step.
+
+    Returns (theta, value, grad, steps) once the projected gradient is ~0, or None
+    when the start is not near enough: a Hessian that is not positive definite, a
+    step longer than _NEWTON_MAX_STEP or leaving the bounds, a step that does not
+    lower the objective, or _NEWTON_STEPS steps without converging.
+    """
+    differences = _NEWTON_DIFFERENCE * np.maximum(1.0, np.abs(theta))
+    hessian = np.empty((theta.size, theta.size))
+    for index, difference in enumerate(differences):
+        moved = theta.copy()
+        moved[index] += difference
+        hessian[:, index] = (fun_and_grad(moved)[1] - grad) / difference
+    try:
+        factor = linalg.cho_factor((hessian + hessian.T) / 2)
+    except linalg.LinAlgError:
+        return None
+    for steps in range(1, _NEWTON_STEPS + 1):
+        step = -linalg.cho_solve(factor, grad)
+        moved = theta + step
+        if (
+            not np.all(np.isfinite(step))
+            or np.max(np.abs(step)) > _NEWTON_MAX_STEP
+            or np.any(moved < lower)
+            or np.any(moved > upper)
+        ):
+            return None
+        moved_value, moved_grad = fun_and_grad(moved)
+        # (a step from ~the optimum may only move the value by its rounding)
+        if not moved_value <= value + 1e-14 * max(1.0, abs(value)):
+            return None
+        theta, value, grad = moved, moved_value, moved_grad
+        if _projected_gradient_small(theta, grad, lower, upper):
+            return theta, value, grad, steps
+    return None
+
+
+def _minimize(fun_and_grad, theta0, bounds, warm=False):
     """Minimise a mean negative log-likelihood over log-parameters.
 
-    L-BFGS-B with the analytic gradient; when it stops without meeting its
-    criteria and the projected gradient is not ~0, a Nelder-Mead polish follows.
-    Returns (theta, mean_nll, converged, iterations, at_bound).
+    With ``warm`` (a start from an earlier fit, typically the last night's), Newton
+    steps first (see ``_newton``): from near the optimum they converge in one or two
+    steps, where L-BFGS-B, learning the curvature as it goes, takes a dozen
+    iterations (nightly refit of 100,000 customers: 6 evaluations instead of 14).
+    Otherwise, or when they fail, L-BFGS-B with the analytic gradient; when it stops
+    without meeting its criteria and the projected gradient is not ~0, a Nelder-Mead
+    polish follows. Returns (theta, mean_nll, converged, iterations, at_bound).
     """
     fun_and_grad = _cached(fun_and_grad)
     lower = np.array([bound[0] for bound in bounds])
@@ -201,6 +250,11 @@ def _minimize(fun_and_grad, theta0, bounds):
     # A start at the optimum (a warm start on unchanged data) is kept as it is: L-BFGS-B
     # would only fail its line search there, after some thirty evaluations.
     converged = _projected_gradient_small(theta, grad, lower, upper)
+    if not converged and warm:
+        newton = _newton(fun_and_grad, theta, value, grad, lower, upper)
+        if newton:
+            theta, value, grad, iterations = newton
+            converged = True
     if not converged:
         res = optimize.minimize(
             fun_and_grad, theta, jac=True, method="L-BFGS-B", bounds=bounds, options=_LBFGS_OPTIONS
@@ -386,13 +440,16 @@ def fit_bgnbd(x, t_x, T, weights=None, initial=None):
             "cannot fit the BG/NBD model: no customer has a repeat purchase (all x == 0), "
             "so the purchase and drop-out processes are not identified"
         )
-    if initial is None:
+    warm = initial is not None
+    if not warm:
         rate = float(_dot(w, x)) / max(float(_dot(w, T)), 1e-12)
         initial = (1.0, 1.0 / rate, 1.0, 1.0)
     theta0 = np.log(_bgnbd_params(initial))
     objective = _BgnbdObjective(x, t_x, T, w)
     bounds = [_LOG_BOUNDS, _LOG_BOUNDS_SCALE, _LOG_BOUNDS, _LOG_BOUNDS]
-    theta, mean_nll, converged, iterations, at_bound = _minimize(objective, theta0, bounds)
+    theta, mean_nll, converged, iterations, at_bound = _minimize(
+        objective, theta0, bounds, warm=warm
+    )
     r, alpha, a, b = (float(v) for v in np.exp(theta))
     return {
         "r": r,
@@ -652,12 +709,15 @@ def fit_gamma_gamma(x, m, weights=None, initial=None):
     x, m, w = x[keep], m[keep], w[keep]
     n = float(w.sum()) if w.size else 0.0
     _check_enough(n, "Gamma-Gamma")
-    if initial is None:
+    warm = initial is not None
+    if not warm:
         initial = (1.0, 2.0, float(_dot(w, m)) / n)
     theta0 = np.log(_gg_params(initial))
     objective = _GammaGammaObjective(x, m, w)
     bounds = [_LOG_BOUNDS, _LOG_BOUNDS, _LOG_BOUNDS_SCALE]
-    theta, mean_nll, converged, iterations, at_bound = _minimize(objective, theta0, bounds)
+    theta, mean_nll, converged, iterations, at_bound = _minimize(
+        objective, theta0, bounds, warm=warm
+    )
     p, q, v = (float(val) for val in np.exp(theta))
     return {
         "p": p,
