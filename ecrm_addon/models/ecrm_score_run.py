@@ -386,6 +386,13 @@ class EcrmScoreRun(models.Model):
     def _execute_step(self, batch_size=BATCH_SIZE):
         """Run the next step; return the number of customers it handled."""
         self.ensure_one()
+        # A step writes what running it again would write (scores, snapshots, the run's
+        # progress): its transaction's commit need not wait for the log to reach the
+        # disk (a few milliseconds, a twentieth of an incremental run). A server crash
+        # right after it may lose the step as a whole, never part of it: the run is then
+        # where it was before, and the next cron call runs the step again, as after a
+        # kill. Compiling the steps' expressions (JIT) costs more than it saves.
+        self._set_local(synchronous_commit="off", jit="off")
         if self.state == "queued":
             self.write(
                 {"state": "running", "step": "aggregate", "started_at": fields.Datetime.now()}
@@ -432,14 +439,14 @@ class EcrmScoreRun(models.Model):
         """Decimal places of the company's currency (only the fields needed: reading the
         company whole costs a few milliseconds, a tenth of a small incremental run)."""
         company = self.company_id
-        company.fetch(["currency_id"])
+        company.fetch(["currency_id", "partner_id"])  # one query for both (_company_tz)
         company.currency_id.fetch(["decimal_places"])
         return company.currency_id.decimal_places
 
     def _company_tz(self):
         # Only the fields needed: reading the company and its partner whole costs 10 ms.
         company = self.company_id
-        company.fetch(["partner_id"])
+        company.fetch(["currency_id", "partner_id"])  # one query for both (_currency_scale)
         company.partner_id.fetch(["tz"])
         return company.partner_id.tz or "UTC"
 
@@ -467,7 +474,7 @@ class EcrmScoreRun(models.Model):
         """
         since, watermark = previous.started_at, previous.order_watermark
         # Bitmap scans: the rows, spread over the tables, are read in table order and
-        # ahead of need (see _prefetch_reads).
+        # ahead of need (see _prefetch_pages).
         with self._without_index_scans():
             self.env.cr.execute(
                 SQL(
@@ -636,17 +643,19 @@ class EcrmScoreRun(models.Model):
         self.env["ecrm.interaction"].flush_model()
         cr = self.env.cr
         # Memory to aggregate a company's orders without spilling to disk (and for the
-        # bitmaps of an incremental run's scans to stay exact); JIT compiling costs more
-        # than it saves here.
-        cr.execute(SQL("SELECT set_config('work_mem', %s, true)", self._work_mem()))
-        cr.execute(SQL("SET LOCAL jit = off"))
+        # bitmaps of an incremental run's scans to stay exact).
+        settings_sql = {"work_mem": self._work_mem()}
+        if self.run_type == "incremental":
+            # The changed customers' rows are spread over the tables: read in the order
+            # of their pages, several at a time; through indexes, as they are few:
+            # starting parallel workers for each query would cost more than reading them.
+            settings_sql["effective_io_concurrency"] = self._prefetch_pages()
+            settings_sql["max_parallel_workers_per_gather"] = "0"
+        self._set_local(**settings_sql)
         changed = additions = None
         if self.run_type == "incremental":
             base = self._get_base_run(self.company_id)
             self.base_run_id = base
-            # The changed customers' rows are spread over the tables: read in the order
-            # of their pages, several at a time.
-            self._prefetch_reads()
             changed, additions = self._get_changes(
                 self._get_previous_run() or base, settings["states"]
             )
@@ -665,10 +674,6 @@ class EcrmScoreRun(models.Model):
             # partner order through the partner_id index, i.e. one random heap access per
             # order, much slower than the sequential scan.
             scans = self._without_index_scans()
-        else:
-            # A few customers' rows, through indexes: starting parallel workers for each
-            # query would cost more than reading them.
-            cr.execute(SQL("SET LOCAL max_parallel_workers_per_gather = 0"))
         with scans:
             customers = self._aggregate(settings["states"], changed, additions)
         return customers, changed
@@ -715,23 +720,33 @@ class EcrmScoreRun(models.Model):
         started = self.started_at or self.create_date or fields.Datetime.now()
         return self.reference_date < started - timedelta(days=1)
 
-    def _prefetch_reads(self):
-        """Let this transaction's bitmap scans ask for PREFETCH_PAGES pages ahead
-        (``effective_io_concurrency``, 1 by default: one read at a time), unless the
-        server is set higher.
+    def _set_local(self, **settings):
+        """Set PostgreSQL ``settings`` (values: text or SQL expressions) until the end
+        of this transaction, in one statement: each one is a round trip, a third of a
+        millisecond here, and a small incremental run takes a few dozen."""
+        self.env.cr.execute(
+            SQL(
+                "SELECT %s",
+                SQL(", ").join(
+                    SQL("set_config(%s, %s, true)", name, value) for name, value in settings.items()
+                ),
+            )
+        )
+
+    @staticmethod
+    def _prefetch_pages():
+        """The ``effective_io_concurrency`` of an incremental run's bitmap scans:
+        PREFETCH_PAGES pages asked for ahead (1 by default: one read at a time), unless
+        the server is set higher.
 
         The orders of 10,000 changed customers out of 1,000,000 are about 100,000 rows
         on as many pages of the order table. Read through the partner index one page at
         a time, with nothing in the system's cache: 12.4 and 14.3 s; as a bitmap scan
         reading ahead: 2.8 and 3.2 s. With the pages cached both take about 0.6 s.
         """
-        self.env.cr.execute(
-            SQL(
-                """SELECT set_config('effective_io_concurrency',
-                          GREATEST(current_setting('effective_io_concurrency')::int, %s)::text,
-                          true)""",
-                PREFETCH_PAGES,
-            )
+        return SQL(
+            "GREATEST(current_setting('effective_io_concurrency')::int, %s)::text",
+            PREFETCH_PAGES,
         )
 
     @contextlib.contextmanager
@@ -739,11 +754,15 @@ class EcrmScoreRun(models.Model):
         """Plan the statements run inside without index scans (bitmap or sequential
         scans instead), then put the setting back as it was."""
         cr = self.env.cr
-        cr.execute(SQL("SELECT current_setting('enable_indexscan')"))
+        cr.execute(
+            SQL(
+                """SELECT current_setting('enable_indexscan'),
+                          set_config('enable_indexscan', 'off', true)"""
+            )
+        )
         previous = cr.fetchone()[0]
-        cr.execute(SQL("SET LOCAL enable_indexscan = off"))
         yield
-        cr.execute(SQL("SELECT set_config('enable_indexscan', %s, true)", previous))
+        self._set_local(enable_indexscan=previous)
 
     def _work_mem(self):
         """Memory of the aggregation's hash tables (system parameter
@@ -814,7 +833,7 @@ class EcrmScoreRun(models.Model):
                     np.concatenate([np.asarray(changed, dtype=np.int32), contacts[0]])
                 )
                 # By a bitmap scan: the orders' pages in table order and read ahead of
-                # need (see _prefetch_reads), rather than one after the other in partner
+                # need (see _prefetch_pages), rather than one after the other in partner
                 # order.
                 scans = self._without_index_scans()
             with scans:
@@ -1169,17 +1188,27 @@ class EcrmScoreRun(models.Model):
         )
 
     @staticmethod
-    def _create_result_table(cr, table, columns):
+    def _create_result_table(cr, table, columns, temporary=False):
+        """Create the work table ``table`` (an SQL name) of ``columns``: unlogged, or
+        with ``temporary`` a table of this transaction, dropped when it ends (cheaper
+        to create: no file synced to disk, nothing logged)."""
+        definition = SQL(
+            "%s (partner_id int4 NOT NULL, %s)",
+            table,
+            SQL(", ").join(
+                SQL("%s %s", SQL.identifier(name), SQL(pg_type)) for name, pg_type in columns
+            ),
+        )
+        if temporary:
+            cr.execute(SQL("CREATE TEMPORARY TABLE %s ON COMMIT DROP", definition))
+            return
         cr.execute(
             SQL(
                 # Autovacuum would take a table this new and large for its own and make
                 # dropping it wait (deadlock_timeout, then the worker is cancelled).
-                "CREATE UNLOGGED TABLE %s (partner_id int4 NOT NULL, %s) WITH ("
+                "CREATE UNLOGGED TABLE %s WITH ("
                 "autovacuum_enabled = false, toast.autovacuum_enabled = false)",
-                table,
-                SQL(", ").join(
-                    SQL("%s %s", SQL.identifier(name), SQL(pg_type)) for name, pg_type in columns
-                ),
+                definition,
             )
         )
 
@@ -1356,12 +1385,10 @@ class EcrmScoreRun(models.Model):
         """
         cr = self.env.cr
         self.env["ecrm.customer.score"].flush_model()
-        cr.execute(SQL("SET LOCAL work_mem = '256MB'"))
-        # Compiling these statements' expressions (JIT) costs more than it saves.
-        cr.execute(SQL("SET LOCAL jit = off"))
+        self._set_local(work_mem="256MB")
         if prefetch:
             # The rescored customers' scores are spread over the table: their pages are
-            # read ahead in table order (bitmap scan, _prefetch_reads; a column is read
+            # read ahead in table order (bitmap scan, _prefetch_pages; a column is read
             # so that all-visible pages are read too) before the updates look for them
             # one by one.
             with self._without_index_scans():
@@ -1390,20 +1417,24 @@ class EcrmScoreRun(models.Model):
             published = self._score_and_publish_batches(batches, scorer, tables, columns, writer_cr)
         else:
             # One batch (incremental runs, small companies): nothing to overlap, the run's
-            # cursor writes and publishes it.
+            # cursor writes and publishes it, through a table of this transaction.
             published = 0
             for table, batch in zip(tables, batches, strict=True):
-                name = SQL.identifier(table)
-                cr.execute(SQL("DROP TABLE IF EXISTS %s", name))  # a killed attempt's
-                self._create_result_table(cr, name, self._result_columns())
-                writer.append(cr, scorer(batch), table=table)
+                name = SQL.identifier("pg_temp", table)
+                self._create_result_table(cr, name, self._result_columns(), temporary=True)
+                writer.append(cr, scorer(batch), table=name)
                 published += self._publish_batch(name, batch["partner_id"], columns)
+        pipelined = writer_cr is not None
+        names = [
+            SQL.identifier(table) if pipelined else SQL.identifier("pg_temp", table)
+            for table in tables
+        ]
         if existing > published:
             # Customers without counted orders any more lose their score.
             vanished = SQL("TRUE")
             if tables:
                 scored = SQL(" UNION ALL ").join(
-                    SQL("SELECT partner_id FROM %s", SQL.identifier(table)) for table in tables
+                    SQL("SELECT partner_id FROM %s", name) for name in names
                 )
                 vanished = SQL(
                     "NOT EXISTS (SELECT FROM (%s) f WHERE f.partner_id = c.partner_id)", scored
@@ -1415,15 +1446,10 @@ class EcrmScoreRun(models.Model):
                     vanished,
                 )
             )
-        if tables:
+        if tables and pipelined:
             # By name: created after this transaction's snapshot, they are not in the
             # pg_class it reads.
-            cr.execute(
-                SQL(
-                    "DROP TABLE IF EXISTS %s",
-                    SQL(", ").join(SQL.identifier(table) for table in tables),
-                )
-            )
+            cr.execute(SQL("DROP TABLE IF EXISTS %s", SQL(", ").join(names)))
         self.env["ecrm.customer.score"].invalidate_model()
 
     def _score_and_publish_batches(self, batches, scorer, tables, columns, writer_cr):

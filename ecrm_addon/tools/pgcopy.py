@@ -218,7 +218,7 @@ class CopyIn:
                 parts.append(self._records(picked, len(members), nulls))
         statement = SQL(
             "COPY %s (%s) FROM STDIN WITH (FORMAT binary%s)",
-            SQL.identifier(table or self.table),
+            table if isinstance(table, SQL) else SQL.identifier(table or self.table),
             SQL(", ").join(SQL.identifier(name) for name in self.names),
             SQL(", FREEZE") if freeze else SQL(),
         )
