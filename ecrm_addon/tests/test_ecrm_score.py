@@ -615,7 +615,16 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(self.Run._work_mem(), "512MB")
         params.set_param("ecrm_addon.score_work_mem", "1GB'; DROP TABLE res_partner; --")
         self.assertEqual(self.Run._work_mem(), "256MB", "anything else falls back")
+        self.env.cr.execute("SHOW synchronous_commit")
+        self.assertEqual(self.env.cr.fetchone()[0], "on")
         self.assertEqual(self._run().state, "done")
+        # Set for the rest of the step's transaction, in one statement: a step's commit
+        # does not wait for the disk, its statements are not compiled.
+        self.env.cr.execute(
+            "SELECT current_setting('synchronous_commit'), current_setting('jit'),"
+            " current_setting('work_mem')"
+        )
+        self.assertEqual(self.env.cr.fetchone(), ("off", "off", "256MB"))
 
     def test_killed_run_is_invisible_then_resumes(self):
         """A run dies while publishing (here after two batches of one customer): users
