@@ -1359,6 +1359,11 @@ class EcrmScoreRun(models.Model):
                 )
             else:
                 stack.callback(writer_cr.close)
+                # The batch tables are work in progress, lost with the run in a crash:
+                # their commits need not wait for the log to reach the disk, which holds
+                # the updates published meanwhile (tens of MB of it per batch). For this
+                # connection's session: the pool resets it when it lends it again.
+                writer_cr.execute(SQL("SET synchronous_commit = off"))
                 # A killed attempt's tables, committed: dropped by the connection that
                 # sees them (this transaction's snapshot may be older than they are).
                 self._drop_work_tables(writer_cr)
@@ -1465,10 +1470,6 @@ class EcrmScoreRun(models.Model):
         ):
 
             def write(table, scored):
-                # A batch table is work in progress, lost with the run in a crash: its
-                # commit need not wait for the log to reach the disk, which holds the
-                # updates published meanwhile (tens of MB of it per batch).
-                writer_cr.execute(SQL("SET LOCAL synchronous_commit = off"))
                 self._create_result_table(writer_cr, SQL.identifier(table), result_columns)
                 writer.append(writer_cr, scored, table=table, freeze=True)
                 writer_cr.commit()
