@@ -16,7 +16,7 @@ from odoo import api, fields, models, sql_db
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 
-from ..tools.pgcopy import CopyIn, copy_out, date_to_days, numeric_units
+from ..tools.pgcopy import CopyIn, copy_out, date_to_days, int_array, numeric_units
 from .ecrm_score_math import distinct_rows, local_days, quintile_bounds, score_batch
 
 _logger = logging.getLogger(__name__)
@@ -534,7 +534,7 @@ class EcrmScoreRun(models.Model):
                 SQL(
                     """SELECT id, commercial_partner_id FROM res_partner
                         WHERE id = ANY(%s) AND commercial_partner_id IS NOT NULL""",
-                    np.unique(partner).tolist(),
+                    int_array(np.unique(partner)),
                 ),
                 ["int4", "int4"],
             )
@@ -569,7 +569,7 @@ class EcrmScoreRun(models.Model):
                               AND first_order_date IS NOT NULL AND last_order_date IS NOT NULL
                          ORDER BY partner_id""",
                         self.company_id.id,
-                        candidates.tolist(),
+                        int_array(candidates),
                     ),
                     ["int4", "int8", "date", "date", "float8"],
                 ),
@@ -798,7 +798,7 @@ class EcrmScoreRun(models.Model):
                 for name, values in customers.items()
             }
         partner = customers["partner_id"]
-        scope = None if changed is None else partner.tolist()
+        scope = None if changed is None else int_array(partner)
         cr = self.env.cr
         refund_partner, refund = copy_out(cr, self._get_refunds_query(scope), ["int4", "float8"])
         customers["refund"] = self._by_customer(partner, refund_partner, refund, 0.0)
@@ -957,7 +957,7 @@ class EcrmScoreRun(models.Model):
              WHERE p.id IN (SELECT id FROM family) AND p.commercial_partner_id != p.id
                AND p.commercial_partner_id = ANY(%(changed)s)
             """,
-            changed=list(changed),
+            changed=int_array(changed),
         )
 
     def _get_orders_query(self, states, partners=None, new_since=None):
@@ -973,7 +973,7 @@ class EcrmScoreRun(models.Model):
         order_scope = SQL("TRUE")
         if partners is not None:
             # One array: the orders are read in one scan (see _aggregate).
-            order_scope = SQL("o.partner_id = ANY(%s)", partners.tolist())
+            order_scope = SQL("o.partner_id = ANY(%s)", int_array(partners))
         elif new_since is not None:
             # The orders numbered after ``new_since`` (see _get_additions).
             order_scope = SQL("o.id > %s", new_since)
@@ -1402,7 +1402,7 @@ class EcrmScoreRun(models.Model):
                         """SELECT max(scored_at) FROM ecrm_customer_score
                             WHERE company_id = %s AND partner_id = ANY(%s)""",
                         self.company_id.id,
-                        list(prefetch),
+                        int_array(prefetch),
                     )
                 )
         # Everything the publishing thread needs from the ORM, read here: it only runs

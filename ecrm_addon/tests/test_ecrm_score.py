@@ -17,7 +17,7 @@ from ..models.ecrm_score_math import (
     quintile_scores,
 )
 from ..models.ecrm_score_run import RESULT_COLUMNS
-from ..tools.pgcopy import CopyIn, copy_out, date_to_days, numeric_units
+from ..tools.pgcopy import CopyIn, copy_out, date_to_days, int_array, numeric_units
 from .common import EcrmCommon
 
 BRUSSELS = pytz.timezone("Europe/Brussels")
@@ -938,6 +938,22 @@ class TestEcrmScoreNumerics(TransactionCase):
         self.assertEqual(b[:3].tolist(), [0.5, 2.5, -1e300])
         with self.assertRaises(ValueError):  # a NULL is not a float8 value
             copy_out(cr, SQL("SELECT NULL::float8, 1::float8"), ["float8", "float8"])
+
+    def test_int_array(self):
+        """Ids are sent as one int4[] literal, whatever holds them; nothing but integers."""
+        cr = self.env.cr
+        for values in ([3, 1, 2], {7}, np.array([5, 2**31 - 1], dtype=np.int64), []):
+            cr.execute(SQL("SELECT ARRAY(SELECT unnest(%s) ORDER BY 1)", int_array(values)))
+            self.assertEqual(cr.fetchone()[0], sorted(int(value) for value in values))
+        cr.execute(
+            SQL(
+                "SELECT count(*) FROM res_partner WHERE id = ANY(%s)",
+                int_array([self.env.user.partner_id.id]),
+            )
+        )
+        self.assertEqual(cr.fetchone()[0], 1)
+        with self.assertRaises(ValueError):
+            int_array(["1}', '{2"])
 
     def test_binary_copy_score_types(self):
         """Dates, amounts rounded to the currency and codes, as the scoring writes them."""

