@@ -420,8 +420,10 @@ def fit_bgnbd(x, t_x, T, weights=None, initial=None):
     number of customers, so tolerances do not depend on the data size) over the
     logarithms of (r, alpha, a, b), with L-BFGS-B and the analytic gradient; no
     penalizer. If L-BFGS-B stops without meeting its criteria, a Nelder-Mead polish
-    follows. ``initial`` is an optional (r, alpha, a, b) start; the default start is
-    r = 1, a = 1, b = 1 and alpha matching the pooled purchase rate sum(x)/sum(T).
+    follows. ``initial`` is an optional (r, alpha, a, b) start, taken as a warm start
+    (Newton steps first, see ``_minimize``); the default start is r = 1, a = 1, b = 1
+    and alpha matching the pooled purchase rate sum(x)/sum(T). ``iterations`` counts
+    the Newton steps or the L-BFGS-B (and Nelder-Mead) iterations.
 
     Returns ``{r, alpha, a, b, log_likelihood, converged, iterations, n_customers,
     at_bound}``; ``log_likelihood`` is the total (weighted) log-likelihood,
@@ -695,8 +697,8 @@ def fit_gamma_gamma(x, m, weights=None, initial=None):
 
     ``x`` >= 1 is the number of repeat transactions whose values are averaged into
     ``m`` > 0. Same optimiser as fit_bgnbd (log-parameters, L-BFGS-B with analytic
-    gradient, mean per customer, no penalizer). Default start p = 1, q = 2,
-    v = weighted mean of m.
+    gradient, Newton steps first from an ``initial`` start, mean per customer, no
+    penalizer). Default start p = 1, q = 2, v = weighted mean of m.
 
     Returns ``{p, q, v, log_likelihood, converged, iterations, n_customers,
     at_bound, mean_defined}``; ``mean_defined`` is ``q > 1``: when False the
