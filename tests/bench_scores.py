@@ -17,7 +17,9 @@ Usage::
    days later (every recency and prediction moves, the models are refitted), each one
    right after one more floor measurement (best of 2). The machine's speed drifts by
    tens of percent within minutes: the ratios are given best to best and median to
-   median, both measured the same way, side by side.
+   median, both measured the same way, side by side, and as the median of each
+   night's ratio to the floor measured just before it (paired: least moved by the
+   drift).
    A bare rewrite of every score row (one column, rolled back) is timed too: the
    part of the nightly cost that any design storing daily-moving scores pays.
 4. Incremental: after a vacuum of the scores (the rewrite above left a dead version
@@ -257,7 +259,7 @@ def main():
     # The first full run after new data may insert the scores; the nightly runs after
     # it update them: those are compared. Run k is the run of the k-th next night: every
     # customer's recency and predictions move, and the models are refitted.
-    nightly = []
+    nightly, paired = [], []
     for night in range(1, args.rounds + 1):
         # Between two nights autovacuum cleans the score table the previous run rewrote
         # (1,000,000 dead row versions trigger it at once), so that the next run's
@@ -269,6 +271,7 @@ def main():
             args.database, "full", args.batch_size, days_later=night
         )
         nightly.append(full)
+        paired.append(full / floor_times[-1])
         print(
             f"full recompute (night {night}): {scored:,} customers  {full:8.2f} s"
             f"   ratio {full / floor_times[-1]:5.2f} to the floor just before ({describe(floors)})"
@@ -280,7 +283,8 @@ def main():
         f"full recompute, nightly: best {best_full:.2f} s / best floor {best_floor:.2f} s"
         f" = {best_full / best_floor:.2f}; median {median_full:.2f} s / median floor"
         f" {median_floor:.2f} s = {median_full / median_floor:.2f}"
-        f" ({len(nightly)} runs, {len(floor_times)} floors)"
+        f" ({len(nightly)} runs, {len(floor_times)} floors); median of each night's ratio to"
+        f" the floor just before it {statistics.median(paired):.2f}"
     )
     rewrite = time_rewrite(args.database)
     print(
