@@ -49,6 +49,24 @@ PIPELINE_BATCHES = 8
 # Runs looked at, newest first, for the last one that published the current scores.
 PREVIOUS_RUNS = 20
 PUBLISHED_FIELDS = ["run_type", "reference_date", "started_at", "create_date"]
+# What incremental runs read of the base run (its models) and of the previous run (what
+# changed since), fetched with them (else reading one field reads every field of the
+# twenty runs found).
+MODEL_FIELDS = [
+    "bounds",
+    "model_fitted",
+    "fit_customers",
+    "bgnbd_r",
+    "bgnbd_alpha",
+    "bgnbd_a",
+    "bgnbd_b",
+    "bgnbd_log_likelihood",
+    "gg_p",
+    "gg_q",
+    "gg_v",
+    "gg_log_likelihood",
+]
+WATERMARK_FIELDS = ["order_watermark", "interaction_watermark"]
 # Runs that have published their scores: done, or full runs copying them into the
 # monthly history (the snapshot step comes after publishing).
 PUBLISHED = ["|", ("state", "=", "done"), "&", ("state", "=", "running"), ("step", "=", "snapshot")]
@@ -350,6 +368,7 @@ class EcrmScoreRun(models.Model):
             company,
             [("run_type", "=", "full"), ("reference_date", "<=", fields.Datetime.now())],
             "reference_date desc, id desc",
+            MODEL_FIELDS,
         )
 
     def _get_previous_run(self):
@@ -365,14 +384,16 @@ class EcrmScoreRun(models.Model):
             self.company_id,
             [("run_type", "in", ("full", "incremental"))],
             "started_at desc, id desc",
+            WATERMARK_FIELDS,
         )
 
-    def _last_published_run(self, company, domain, order):
+    def _last_published_run(self, company, domain, order, field_names=()):
         """The first, in ``order``, of the company's runs matching ``domain`` that
-        published the current scores (see PUBLISHED and ``_publishes_while_scoring``)."""
+        published the current scores (see PUBLISHED and ``_publishes_while_scoring``),
+        its ``field_names`` read with it."""
         runs = self.search_fetch(
             [("company_id", "=", company.id), *PUBLISHED, *domain],
-            PUBLISHED_FIELDS,
+            [*PUBLISHED_FIELDS, *field_names],
             order=order,
             limit=PREVIOUS_RUNS,
         )
@@ -1165,27 +1186,7 @@ class EcrmScoreRun(models.Model):
         return np.sort(np.argpartition(hashed, limit - 1)[:limit])
 
     def _copy_model_from(self, base):
-        self.write(
-            {
-                "bounds": base.bounds,
-                "model_fitted": base.model_fitted,
-                "fit_customers": base.fit_customers,
-                **{
-                    name: base[name]
-                    for name in (
-                        "bgnbd_r",
-                        "bgnbd_alpha",
-                        "bgnbd_a",
-                        "bgnbd_b",
-                        "bgnbd_log_likelihood",
-                        "gg_p",
-                        "gg_q",
-                        "gg_v",
-                        "gg_log_likelihood",
-                    )
-                },
-            }
-        )
+        self.write({name: base[name] for name in MODEL_FIELDS})
 
     @staticmethod
     def _create_result_table(cr, table, columns, temporary=False):
