@@ -38,9 +38,11 @@ class EcrmScoreCommon(EcrmCommon):
 
     @classmethod
     def _at(cls, days_ago, hour_utc=10):
-        """A naive UTC datetime, ``days_ago`` local days before today, at hour_utc UTC."""
+        """A naive UTC datetime, ``days_ago`` local days before today, at hour_utc UTC;
+        today, no later than a minute before ``now`` (before 10:00 UTC, or after 22:00
+        UTC when Brussels is already on the next day, 10:00 UTC today is to come)."""
         day = cls.today - timedelta(days=days_ago)
-        return datetime.combine(day, time(hour_utc))
+        return min(datetime.combine(day, time(hour_utc)), cls.now - timedelta(minutes=1))
 
     @classmethod
     def _order_on(cls, partner, when, price, company=None, **vals):
@@ -224,6 +226,7 @@ class TestEcrmRfm(EcrmScoreCommon):
     def test_company_contacts_roll_up(self):
         """Orders of a company's contacts count for the company, each order a purchase."""
         company_x = self.env["res.company"].create({"name": "Roll-up Co"})
+        company_x.partner_id.tz = "Europe/Brussels"  # the days of self.today
         company_x.ecrm_capture_order = False
         self.env.user.company_ids += company_x
         acme = self.env["res.partner"].create({"name": "Acme", "is_company": True})
@@ -247,6 +250,7 @@ class TestEcrmRfm(EcrmScoreCommon):
         """An incremental run reads the orders of the changed companies' contacts, their
         contacts' too, but not those of a company under them (its own customer)."""
         company_x = self.env["res.company"].create({"name": "Roll-up Co"})
+        company_x.partner_id.tz = "Europe/Brussels"  # the days of self.today
         company_x.ecrm_capture_order = False
         self.env.user.company_ids += company_x
         Partner = self.env["res.partner"]
