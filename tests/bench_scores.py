@@ -274,7 +274,7 @@ def main():
         paired.append(full / floor_times[-1])
         print(
             f"full recompute (night {night}): {scored:,} customers  {full:8.2f} s"
-            f"   ratio {full / floor_times[-1]:5.2f} to the floor just before ({describe(floors)})"
+            f"   ratio {paired[-1]:5.2f} to the floor just before ({describe(floors)})"
             f"\n    steps: {split}"
         )
     best_floor, best_full = min(floor_times), min(nightly)

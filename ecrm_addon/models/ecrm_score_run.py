@@ -1419,22 +1419,21 @@ class EcrmScoreRun(models.Model):
         batches = list(self._batches(customers, batch_size, first))
         tables = [self._batch_table(number) for number in range(len(batches))]
         writer_cr, existing = prepared
+        # Written by the second connection, or else tables of this transaction.
+        names = [
+            SQL.identifier(table) if writer_cr else SQL.identifier("pg_temp", table)
+            for table in tables
+        ]
         if writer_cr:
             published = self._score_and_publish_batches(batches, scorer, tables, columns, writer_cr)
         else:
             # One batch (incremental runs, small companies): nothing to overlap, the run's
-            # cursor writes and publishes it, through a table of this transaction.
+            # cursor writes and publishes it.
             published = 0
-            for table, batch in zip(tables, batches, strict=True):
-                name = SQL.identifier("pg_temp", table)
+            for name, batch in zip(names, batches, strict=True):
                 self._create_result_table(cr, name, self._result_columns(), temporary=True)
                 writer.append(cr, scorer(batch), table=name)
                 published += self._publish_batch(name, batch["partner_id"], columns)
-        pipelined = writer_cr is not None
-        names = [
-            SQL.identifier(table) if pipelined else SQL.identifier("pg_temp", table)
-            for table in tables
-        ]
         if existing > published:
             # Customers without counted orders any more lose their score.
             vanished = SQL("TRUE")
@@ -1452,7 +1451,7 @@ class EcrmScoreRun(models.Model):
                     vanished,
                 )
             )
-        if tables and pipelined:
+        if tables and writer_cr:
             # By name: created after this transaction's snapshot, they are not in the
             # pg_class it reads.
             cr.execute(SQL("DROP TABLE IF EXISTS %s", SQL(", ").join(names)))
