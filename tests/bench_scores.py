@@ -19,7 +19,8 @@ Usage::
    tens of percent within minutes: the ratios are given best to best and median to
    median, both measured the same way, side by side, and as the median of each
    night's ratio to the floor measured just before it (paired: least moved by the
-   drift).
+   drift). Beside each night and its floor: the CPU time the virtual machine's host
+   took meanwhile (steal), the main cause of that drift.
    A bare rewrite of every score row (one column, rolled back) is timed too: the
    part of the nightly cost that any design storing daily-moving scores pays.
 4. Incremental: after a vacuum of the scores (the rewrite above left a dead version
@@ -31,6 +32,7 @@ Usage::
 """
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -172,6 +174,25 @@ def time_rewrite(db, tries=2):
     return best
 
 
+def cpu_steal():
+    """CPU seconds taken by the virtual machine's host so far (``steal`` of
+    /proc/stat, all CPUs), or None where the system does not tell. On a shared host it
+    runs to a second per nightly run, and it is what makes the figures drift: printed
+    beside them, measured over the floor and over the run."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def steal_between(before, after):
+    if before is None or after is None:
+        return ""
+    return f"; host steal {after - before:.2f} s"
+
+
 def describe(floors):
     return ", ".join(f"{form} {seconds:.2f} s" for form, seconds in floors.items())
 
@@ -265,17 +286,21 @@ def main():
         # (1,000,000 dead row versions trigger it at once), so that the next run's
         # updates find room in their own pages. Done here, not timed.
         vacuum(args.database, "ecrm_customer_score")
+        steal = [cpu_steal()]
         floors = time_floor(args.database, tries=2)
+        steal.append(cpu_steal())
         floor_times.append(min(floors.values()))
         full, steps, scored, fitted, message, split = run_scoring(
             args.database, "full", args.batch_size, days_later=night
         )
+        steal.append(cpu_steal())
         nightly.append(full)
         paired.append(full / floor_times[-1])
         print(
             f"full recompute (night {night}): {scored:,} customers  {full:8.2f} s"
-            f"   ratio {paired[-1]:5.2f} to the floor just before ({describe(floors)})"
-            f"\n    steps: {split}"
+            f"{steal_between(steal[1], steal[2])}"
+            f"   ratio {paired[-1]:5.2f} to the floor just before ({describe(floors)}"
+            f"{steal_between(steal[0], steal[1])} over 4 queries)\n    steps: {split}"
         )
     best_floor, best_full = min(floor_times), min(nightly)
     median_floor, median_full = statistics.median(floor_times), statistics.median(nightly)
