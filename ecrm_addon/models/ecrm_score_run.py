@@ -1350,8 +1350,9 @@ class EcrmScoreRun(models.Model):
         (run while the models are fitted, see ``_fit``): ``(writer, existing)``.
 
         ``writer``: with ``pipelined`` (several batches), the second connection writing
-        the batch tables, cleared of a killed attempt's tables and closed by ``stack``
-        (an ``ExitStack``); else None. ``existing``: for a full run, the number of the
+        the batch tables, cleared of a killed attempt's tables, its transaction holding
+        the first batch's new table, and closed by ``stack`` (an ``ExitStack``); else
+        None. ``existing``: for a full run, the number of the
         company's scores before it updates them (which leaves their pages not
         all-visible: after the last run's autovacuum, counting reads the index alone),
         to know whether some customers lost theirs; else 0.

@@ -584,7 +584,12 @@ class TestEcrmRfm(EcrmScoreCommon):
         self.assertEqual(self._score(self.c2).frequency, 2)
 
     def _work_tables(self, run):
-        names = [f"ecrm_score_result_{run.id}", f"ecrm_score_result_{run.id}_0"]
+        """The run's result table and batch tables (each created ahead of its batch by
+        the writing connection) that exist: by name (a catalog lookup sees the tables
+        committed after this transaction's snapshot, which pg_class read in it does
+        not)."""
+        names = [f"ecrm_score_result_{run.id}"]
+        names += [f"ecrm_score_result_{run.id}_{number}" for number in range(10)]
         self.env.cr.execute("SELECT to_regclass(unnest(%s::text[]))", [names])
         return [name for (name,) in self.env.cr.fetchall() if name]
 
