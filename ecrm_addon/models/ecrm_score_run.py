@@ -1352,10 +1352,10 @@ class EcrmScoreRun(models.Model):
         ``writer``: with ``pipelined`` (several batches), the second connection writing
         the batch tables, cleared of a killed attempt's tables, its transaction holding
         the first batch's new table, and closed by ``stack`` (an ``ExitStack``); else
-        None. ``existing``: for a full run, the number of the
-        company's scores before it updates them (which leaves their pages not
-        all-visible: after the last run's autovacuum, counting reads the index alone),
-        to know whether some customers lost theirs; else 0.
+        None. ``existing``: for a full run, the number of the company's scores before
+        it updates them (which leaves their pages not all-visible: after the last run's
+        autovacuum, counting reads the index alone), to know whether some customers
+        lost theirs; else 0.
         """
         writer_cr = None
         if pipelined:
@@ -1466,7 +1466,7 @@ class EcrmScoreRun(models.Model):
                     vanished,
                 )
             )
-        if tables and writer_cr:
+        if writer_cr:
             # By name: created after this transaction's snapshot, they are not in the
             # pg_class it reads.
             cr.execute(SQL("DROP TABLE IF EXISTS %s", SQL(", ").join(names)))
