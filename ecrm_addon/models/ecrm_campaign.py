@@ -70,8 +70,10 @@ class EcrmCampaign(models.Model):
         help="Use the customer's preferred inbound channel when they agreed to it."
     )
     email_subject = fields.Char()
+    # Sanitized as Email Marketing's bodies are: QWeb placeholders stay, scripts and event
+    # handlers go (the body is shown in the next user's session).
     email_body = fields.Html(
-        sanitize=False,
+        sanitize="email_outgoing",
         help="Rendered per customer: object is the customer, e.g. "
         '<t t-out="object.ecrm_tier_id.name"/>, and the coupon code is '
         '<t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/>.',
@@ -639,6 +641,36 @@ class EcrmCampaign(models.Model):
         Recipient.invalidate_model()
         if refused_ids:
             self._log_recipients(SQL("r.id = ANY(%s)", refused_ids), outcome="skipped")
+
+    def _skip_at_delivery(self, refused, channel):
+        """The mailing queue found these customers refused on ``channel`` ({partner id:
+        reason}) when it came to them: their recipients are skipped with the reason, and
+        the skip is logged, instead of staying "sent" and counting as contacted."""
+        self.ensure_one()
+        Recipient = self.env["ecrm.campaign.recipient"]
+        Recipient.flush_model()
+        rows = self.env.execute_query(
+            SQL(
+                """
+                UPDATE ecrm_campaign_recipient r
+                   SET state = 'skipped', skip_reason = v.reason,
+                       write_uid = %(uid)s, write_date = now() at time zone 'UTC'
+                  FROM unnest(%(partners)s::int[], %(reasons)s::varchar[]) AS v(partner_id, reason)
+                 WHERE r.campaign_id = %(campaign)s AND r.partner_id = v.partner_id
+                   AND r.channel_id = %(channel)s AND r."group" = 'target'
+                   AND r.state IN ('planned', 'sent')
+             RETURNING r.id
+                """,
+                uid=self.env.uid,
+                partners=list(refused),
+                reasons=list(refused.values()),
+                campaign=self.id,
+                channel=channel.id,
+            )
+        )
+        Recipient.invalidate_model()
+        if rows:
+            self._log_recipients(SQL("r.id = ANY(%s)", [row[0] for row in rows]), "skipped")
 
     def _send_mailings(self):
         for code, mailing_type in (("email", "mail"), ("sms", "sms")):

@@ -12,8 +12,12 @@ class EcrmCampaignRecipient(models.Model):
     _rec_name = "partner_id"
     _check_company_auto = True
 
-    campaign_id = fields.Many2one("ecrm.campaign", required=True, index=True, ondelete="cascade")
-    partner_id = fields.Many2one("res.partner", string="Customer", required=True, index=True)
+    campaign_id = fields.Many2one(
+        "ecrm.campaign", required=True, index=True, ondelete="cascade", check_company=True
+    )
+    partner_id = fields.Many2one(
+        "res.partner", string="Customer", required=True, index=True, check_company=True
+    )
     company_id = fields.Many2one("res.company", required=True, index=True)
     currency_id = fields.Many2one(related="company_id.currency_id")
     stratum_id = fields.Many2one(
@@ -32,7 +36,9 @@ class EcrmCampaignRecipient(models.Model):
         [*SKIP_REASONS, ("capped", "Contact pressure cap"), ("holdout", "Holdout")]
     )
     channel_id = fields.Many2one("ecrm.channel")
-    coupon_id = fields.Many2one("loyalty.card", string="Coupon", ondelete="set null")
+    coupon_id = fields.Many2one(
+        "loyalty.card", string="Coupon", ondelete="set null", check_company=True
+    )
     coupon_code = fields.Char(related="coupon_id.code")
     activity_id = fields.Many2one("mail.activity", ondelete="set null")
     sent_at = fields.Datetime()

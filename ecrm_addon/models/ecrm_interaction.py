@@ -1,7 +1,7 @@
 from datetime import timedelta
 
 from odoo import api, fields, models, tools
-from odoo.exceptions import ValidationError
+from odoo.exceptions import AccessError, ValidationError
 from odoo.tools import SQL, OrderedSet
 
 CAPTURE_MODES = [
@@ -38,6 +38,12 @@ SOURCE_MODELS = [
 ]
 # precommit data: what the transaction confirmed or posted, captured in one batch
 CAPTURE_PENDING = "ecrm.capture.pending"
+# Set by capture, the API and campaigns only (as superuser or in SQL), never by a user:
+# the external reference decides idempotency, so a forged one turns the outside system's
+# real event into a "duplicate".
+SYSTEM_FIELDS = ("capture_mode", "source_system", "external_ref")
+# The documents a user may link a hand-logged interaction to.
+MANUAL_SOURCE_MODELS = ("res.partner", "sale.order", "crm.lead")
 
 
 class EcrmInteraction(models.Model):
@@ -258,7 +264,55 @@ class EcrmInteraction(models.Model):
                 raise ValidationError(
                     self.env._("An interaction needs a customer: set the Customer field.")
                 )
-        return super().create(vals_list)
+        interactions = super().create(vals_list)
+        if not self.env.su:
+            interactions._check_user_values()
+        return interactions
+
+    def write(self, vals):
+        if not self.env.su and set(SYSTEM_FIELDS) & set(vals):
+            raise AccessError(
+                self.env._(
+                    "How an interaction was captured, and its outside system and reference, "
+                    "are set by the capture itself and cannot be changed."
+                )
+            )
+        result = super().write(vals)
+        if not self.env.su and {"partner_id", "company_id", "res_model"} & set(vals):
+            self._check_user_values()
+        return result
+
+    def _check_user_values(self):
+        """What users log by hand stays a manual interaction of a customer of its company."""
+        for interaction in self:
+            if (
+                interaction.capture_mode != "manual"
+                or interaction.source_system
+                or interaction.external_ref
+            ):
+                raise AccessError(
+                    self.env._(
+                        "Interactions you log are manual: captured and API interactions come "
+                        "from their channels only."
+                    )
+                )
+            if interaction.res_model and interaction.res_model not in MANUAL_SOURCE_MODELS:
+                raise ValidationError(
+                    self.env._(
+                        "A logged interaction can only refer to a customer, a sales order or "
+                        "a lead."
+                    )
+                )
+            # sudo: the customer's company, even for a customer the user cannot read
+            partner_company = interaction.sudo().partner_id.company_id
+            if partner_company and partner_company != interaction.company_id:
+                raise ValidationError(
+                    self.env._(
+                        "The customer of an interaction of %(company)s must be shared or "
+                        "belong to %(company)s.",
+                        company=interaction.company_id.name,
+                    )
+                )
 
     @api.model
     def _action_log_interaction(self, partner, res_model=False, res_id=False, order=None):

@@ -1,8 +1,28 @@
+import math
 from ast import literal_eval
+
+import psycopg2
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
+from odoo.osv import expression
 from odoo.tools import SQL
+
+# What a wrong domain raises while it is parsed, checked or searched.
+DOMAIN_ERRORS = (
+    ValueError,
+    SyntaxError,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+    UserError,
+    psycopg2.DataError,
+    psycopg2.ProgrammingError,
+)
 
 
 class EcrmSegment(models.Model):
@@ -48,6 +68,7 @@ class EcrmSegment(models.Model):
         "partner_id",
         string="Frozen Customers",
         readonly=True,
+        check_company=True,
     )
     frozen_date = fields.Datetime(readonly=True)
     partner_count = fields.Integer("Customers", compute="_compute_partner_count")
@@ -65,17 +86,21 @@ class EcrmSegment(models.Model):
                 segment._get_partner_domain()
             )
 
-    @api.constrains("domain")
+    @api.constrains("domain", "company_id")
     def _check_domain(self):
         for segment in self:
             try:
-                segment._partners_model().search_count(segment._get_domain())
-            except (ValueError, SyntaxError, KeyError) as error:
+                domain = segment._get_domain()
+                # A savepoint: a value the database refuses (an integer out of range, a
+                # string for an id) must not abort the user's transaction.
+                with self.env.cr.savepoint():
+                    segment._partners_model().search_count(domain, limit=1)
+            except DOMAIN_ERRORS as error:
                 raise ValidationError(
                     self.env._(
                         "The segment '%(name)s' has an invalid domain: %(error)s",
                         name=segment.name,
-                        error=error,
+                        error=str(error).split("\n", 1)[0][:200],
                     )
                 ) from error
 
@@ -89,14 +114,29 @@ class EcrmSegment(models.Model):
         domain = literal_eval(self.domain or "[]")
         if not isinstance(domain, list):
             raise ValueError(self.env._("a domain is a list of conditions"))
+        for term in domain:
+            if isinstance(term, str) and term in expression.DOMAIN_OPERATORS:
+                continue
+            if not (isinstance(term, list | tuple) and len(term) == 3):
+                raise ValueError(
+                    self.env._(
+                        "%(term)r is not a condition (field, operator, value) nor one of "
+                        "'&', '|', '!'",
+                        term=term,
+                    )
+                )
+            values = term[2] if isinstance(term[2], list | tuple) else [term[2]]
+            if any(isinstance(value, float) and not math.isfinite(value) for value in values):
+                raise ValueError(self.env._("%(term)r compares with an infinite number", term=term))
         company = ["|", ("company_id", "=", False), ("company_id", "=", self.company_id.id)]
-        return [*company, *domain]
+        return [*company, *expression.normalize_domain(domain)]
 
     def _get_partner_domain(self):
         """Domain of the segment's customers right now (frozen: the kept list)."""
         self.ensure_one()
         if self.mode == "frozen":
-            return [("ecrm_frozen_segment_ids", "in", self.id)]
+            company = ["|", ("company_id", "=", False), ("company_id", "=", self.company_id.id)]
+            return [*company, ("ecrm_frozen_segment_ids", "in", self.id)]
         return self._get_domain()
 
     def _search_partners(self):

@@ -1,7 +1,7 @@
 import json
 
 from odoo import Command, api, fields, models, tools
-from odoo.exceptions import UserError
+from odoo.exceptions import AccessError, UserError
 
 from ..tools.ingest_validation import IDENTIFIERS
 
@@ -16,6 +16,8 @@ IDENTIFIER_FIELDS = {
     "phone": ("phone_sanitized", "phone"),
     "customer_ref": ("ref", "ref"),
 }
+# What users may change on a parked event (resolving and discarding it).
+USER_WRITABLE_FIELDS = {"state", "partner_id", "interaction_id"}
 
 
 class EcrmUnmatchedEvent(models.Model):
@@ -130,6 +132,19 @@ class EcrmUnmatchedEvent(models.Model):
             events._resolve(partner)
         return True
 
+    def write(self, vals):
+        # What the source sent is the record of the event: users match, create the
+        # customer or discard, they never rewrite it (an edited payload resolved into a
+        # forged API interaction).
+        if not self.env.su and set(vals) - USER_WRITABLE_FIELDS:
+            raise AccessError(
+                self.env._(
+                    "An event received from an outside system cannot be edited: match it to "
+                    "a customer or discard it."
+                )
+            )
+        return super().write(vals)
+
     def action_discard(self):
         self.filtered(lambda event: event.state == "pending").write({"state": "discarded"})
         return True
@@ -151,14 +166,23 @@ class EcrmUnmatchedEvent(models.Model):
         Ingest = self.env["ecrm.api.ingest"].sudo()  # sudo: writes like the API, see _ingest
         errors = []
         for company, events in pending.grouped("company_id").items():
-            raws = []
+            raws, valid = [], self.browse()
             for event in events:
-                raw = json.loads(event.payload)
+                try:
+                    raw = json.loads(event.payload or "")
+                except ValueError:
+                    raw = None
+                if not isinstance(raw, dict):
+                    errors.append(
+                        self.env._("%s: the event is not a JSON object", event.external_ref)
+                    )
+                    continue
                 for name in IDENTIFIERS:
                     raw.pop(name, None)
                 raws.append(dict(raw, partner_id=partner.id, company_id=company.id))
-            results = Ingest._ingest(raws, company, company, resolving=True)
-            for event, result in zip(events, results, strict=True):
+                valid |= event
+            results = Ingest._ingest(raws, company, company, resolving=True) if raws else []
+            for event, result in zip(valid, results, strict=True):
                 if result["status"] == "error":
                     errors.append(f"{event.external_ref}: {result['message']}")
                 else:

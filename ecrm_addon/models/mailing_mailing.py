@@ -1,4 +1,6 @@
 from odoo import api, fields, models
+from odoo.exceptions import ValidationError
+from odoo.osv import expression
 from odoo.tools import SQL
 
 
@@ -14,6 +16,25 @@ class MailingMailing(models.Model):
     ecrm_campaign_id = fields.Many2one(
         "ecrm.campaign", string="e-CRM Campaign", index="btree_not_null", readonly=True
     )
+
+    @api.constrains("ecrm_segment_id", "ecrm_campaign_id")
+    def _check_ecrm_access(self):
+        """The queue sends as superuser, without record rules: whoever links a mailing to
+        a segment or a campaign must be allowed to read it, in their current companies
+        (a segment of another company would otherwise be mailed, its addresses shown)."""
+        if self.env.su:
+            return
+        for mailing in self:
+            for record in (mailing.ecrm_segment_id, mailing.ecrm_campaign_id):
+                if record and not record.has_access("read"):
+                    raise ValidationError(
+                        self.env._(
+                            "You cannot send the mailing '%(mailing)s' to '%(target)s': it "
+                            "belongs to a company you are not working in.",
+                            mailing=mailing.subject or mailing.display_name,
+                            target=record.sudo().display_name,
+                        )
+                    )
 
     @api.onchange("ecrm_segment_id")
     def _onchange_ecrm_segment_id(self):
@@ -40,7 +61,13 @@ class MailingMailing(models.Model):
                 )
             ]
         if self.ecrm_segment_id and self.mailing_model_real == "res.partner":
-            return [("id", "in", self.ecrm_segment_id._search_partners().subselect())]
+            segment = self.ecrm_segment_id
+            if self.user_id and segment.company_id not in self.user_id.company_ids:
+                # The queue runs as superuser: a segment of a company the mailing's
+                # responsible does not work in is never mailed (an older mailing may
+                # carry one).
+                return expression.FALSE_DOMAIN
+            return [("id", "in", segment._search_partners().subselect())]
         return super()._get_recipients_domain()
 
     def _get_remaining_recipients(self):
@@ -55,5 +82,9 @@ class MailingMailing(models.Model):
         company = (
             self.ecrm_campaign_id.company_id or self.ecrm_segment_id.company_id or self.env.company
         )
-        allowed = set(self.env["ecrm.consent"]._get_contactable(res_ids, channel, company=company))
-        return [res_id for res_id in res_ids if res_id in allowed]
+        checks = self.env["ecrm.consent"]._check_contact(res_ids, channel, company=company)
+        refused = {res_id: reason for res_id, reason in checks.items() if reason}
+        if refused and self.ecrm_campaign_id:
+            # Refused at delivery: the recipient is skipped with the reason, not "sent".
+            self.ecrm_campaign_id._skip_at_delivery(refused, channel)
+        return [res_id for res_id in res_ids if res_id not in refused]

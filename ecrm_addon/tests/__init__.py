@@ -6,3 +6,4 @@ from . import test_ecrm_consent
 from . import test_ecrm_campaign
 from . import test_ecrm_api
 from . import test_ecrm_api_fuzz
+from . import test_ecrm_security

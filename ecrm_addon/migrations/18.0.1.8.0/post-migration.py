@@ -1,0 +1,25 @@
+from odoo import SUPERUSER_ID, api
+from odoo.tools import SQL
+from odoo.tools.mail import html_sanitize
+
+
+def migrate(cr, version):
+    """18.0.1.8.0: campaign email bodies are sanitized as Email Marketing's are; bodies
+    stored before, unsanitized, may hold scripts that ran in the next reader's session."""
+    env = api.Environment(cr, SUPERUSER_ID, {})
+    field = env["ecrm.campaign"]._fields["email_body"]
+    cr.execute(SQL("SELECT id, email_body FROM ecrm_campaign WHERE email_body IS NOT NULL"))
+    for campaign_id, body in cr.fetchall():
+        clean = html_sanitize(
+            body,
+            silent=True,
+            sanitize_tags=field.sanitize_tags,
+            sanitize_attributes=field.sanitize_attributes,
+            sanitize_style=field.sanitize_style,
+            sanitize_conditional_comments=field.sanitize_conditional_comments,
+            output_method=field.sanitize_output_method,
+        )
+        if clean != body:
+            cr.execute(
+                SQL("UPDATE ecrm_campaign SET email_body = %s WHERE id = %s", clean, campaign_id)
+            )
