@@ -15,6 +15,8 @@ GOALS = [
 Z_95 = 1.959964
 # Draws of coupon codes before giving up (a draw collides with odds of about 1e-5).
 MAX_CODE_ATTEMPTS = 5
+# Under this many customers, a holdout's conversion rate is too uncertain to compare.
+MIN_HOLDOUT = 100
 
 
 class EcrmCampaign(models.Model):
@@ -119,9 +121,21 @@ class EcrmCampaign(models.Model):
     roi = fields.Float(
         "ROI", compute="_compute_uplift", digits=(16, 4), help="(incremental revenue - cost) / cost"
     )
+    roi_low = fields.Float("ROI (95% low)", compute="_compute_uplift", digits=(16, 4))
+    roi_high = fields.Float("ROI (95% high)", compute="_compute_uplift", digits=(16, 4))
+    uplift_significant = fields.Boolean(
+        "Significant",
+        compute="_compute_uplift",
+        help="The 95% interval of the uplift does not cover 0: the difference between the "
+        "groups is unlikely to be chance.",
+    )
+    holdout_warning = fields.Char(compute="_compute_counts")
 
     @api.depends("recipient_ids.state", "recipient_ids.converted", "recipient_ids.revenue")
     def _compute_counts(self):
+        """Targeted: the customers assigned to be contacted; Holdout: those kept out and
+        still in the comparison; Contacted: the touches sent; Skipped: who could not be
+        contacted (before or at send time), in either group."""
         Recipient = self.env["ecrm.campaign.recipient"]
         for campaign in self:
             groups = Recipient._read_group(
@@ -132,14 +146,15 @@ class EcrmCampaign(models.Model):
             counts = {"target": 0, "holdout": 0, "contacted": 0, "skipped": 0, "converted": 0}
             revenue = 0.0
             for group, state, converted, count, amount in groups:
-                counts[group] += count
-                if group == "target" and state in ("planned", "sent"):
-                    counts["contacted"] += count
                 if state == "skipped":
                     counts["skipped"] += count
-                if group == "target" and converted:
-                    counts["converted"] += count
-                    revenue += amount
+                    continue
+                counts[group] += count
+                if group == "target" and state == "sent":
+                    counts["contacted"] += count
+                    if converted:
+                        counts["converted"] += count
+                        revenue += amount
             campaign.targeted_count = counts["target"]
             campaign.holdout_count = counts["holdout"]
             campaign.contacted_count = counts["contacted"]
@@ -147,6 +162,18 @@ class EcrmCampaign(models.Model):
             campaign.converted_count = counts["converted"]
             campaign.revenue = revenue
             campaign.cost = campaign._get_cost()
+            small = (
+                campaign.state != "draft"
+                and campaign.holdout_percent > 0
+                and counts["holdout"] < MIN_HOLDOUT
+            )
+            campaign.holdout_warning = small and self.env._(
+                "The holdout holds %(count)s customers, fewer than %(min)s: its "
+                "conversion rate is too uncertain to measure the campaign's effect. "
+                "Target a larger segment or a larger holdout share.",
+                count=counts["holdout"],
+                min=MIN_HOLDOUT,
+            )
 
     def _get_cost(self):
         """Fixed cost plus each channel's cost per contact, in the company's currency."""
@@ -176,6 +203,9 @@ class EcrmCampaign(models.Model):
                 "incremental_revenue_low": 0.0,
                 "incremental_revenue_high": 0.0,
                 "roi": 0.0,
+                "roi_low": 0.0,
+                "roi_high": 0.0,
+                "uplift_significant": False,
             }
             if contacted["n"] and holdout["n"]:
                 values.update(campaign._uplift_values(contacted, holdout))
@@ -189,20 +219,26 @@ class EcrmCampaign(models.Model):
         delta = contacted["mean"] - holdout["mean"]
         se_mean = math.sqrt(contacted["var"] / n1 + holdout["var"] / n0)
         incremental = delta * n1
+        low, high = (delta - Z_95 * se_mean) * n1, (delta + Z_95 * se_mean) * n1
         cost = self._get_cost()
         return {
             "uplift": uplift,
             "uplift_low": uplift - Z_95 * se,
             "uplift_high": uplift + Z_95 * se,
+            "uplift_significant": not (uplift - Z_95 * se <= 0 <= uplift + Z_95 * se),
             "incremental_revenue": incremental,
-            "incremental_revenue_low": (delta - Z_95 * se_mean) * n1,
-            "incremental_revenue_high": (delta + Z_95 * se_mean) * n1,
+            "incremental_revenue_low": low,
+            "incremental_revenue_high": high,
+            # No cost, no return on it: the form shows no ROI then.
             "roi": (incremental - cost) / cost if cost else 0.0,
+            "roi_low": (low - cost) / cost if cost else 0.0,
+            "roi_high": (high - cost) / cost if cost else 0.0,
         }
 
     def _get_group_stats(self):
         """n, conversion rate, mean and sample variance of the revenue per customer, for the
-        contacted customers and the holdout, in one query."""
+        contacted group as assigned (intention to treat: a failed email stays in it) and
+        the holdout, both after the same checks at send time, in one query."""
         self.ensure_one()
         self.env["ecrm.campaign.recipient"].flush_model()
         self.env.cr.execute(
@@ -211,7 +247,9 @@ class EcrmCampaign(models.Model):
                 SELECT CASE WHEN "group" = 'holdout' THEN 'holdout' ELSE 'contacted' END,
                        count(*), avg(converted::int), avg(revenue), var_samp(revenue)
                   FROM ecrm_campaign_recipient
-                 WHERE campaign_id = %s AND ("group" = 'holdout' OR state = 'sent')
+                 WHERE campaign_id = %s AND sent_at IS NOT NULL
+                   AND (("group" = 'holdout' AND state = 'holdout')
+                        OR ("group" = 'target' AND state = 'sent'))
               GROUP BY 1
                 """,
                 self.id,
@@ -234,7 +272,12 @@ class EcrmCampaign(models.Model):
     # ------------------------------------------------------------
 
     def action_prepare(self):
-        """Choose recipients, holdout, channel and offer of every customer, set-based.
+        """Choose recipients, channel, contact, offer and holdout of every customer,
+        set-based.
+
+        Who cannot be contacted (consent, address, pressure cap) is skipped with the
+        reason first; the holdout is then drawn among the customers who would be
+        contacted, so that the two groups compared are alike.
 
         The steps work on a temporary table of the targets (no foreign keys to check, no
         WAL, statistics of its own), and the recipients are inserted once at the end: each
@@ -249,15 +292,31 @@ class EcrmCampaign(models.Model):
             campaign._prepare_recipients()
             campaign._apply_contact_pressure()
             campaign._choose_channels()
+            campaign._draw_holdout()
             campaign._generate_coupons()
             campaign._insert_recipients()
             campaign._log_skips()
             campaign.state = "prepared"
+        self.invalidate_recordset()  # the counts, from recipients written in SQL
+        small = self.filtered(lambda c: c.holdout_percent and c.holdout_count < MIN_HOLDOUT)
+        if len(self) == 1 and small:
+            return {
+                "type": "ir.actions.client",
+                "tag": "display_notification",
+                "params": {
+                    "type": "warning",
+                    "sticky": True,
+                    "title": self.env._("Small holdout"),
+                    "message": small.holdout_warning,
+                    "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+                },
+            }
         return True
 
     def _prepare_recipients(self):
         """Fill the temporary table ``ecrm_campaign_prep`` with one row per customer of the
-        segment, with their RFM segment and tier; a stratified random holdout."""
+        segment (the commercial entity: a company or a person without a parent company,
+        as the scores see customers), with their RFM segment and tier."""
         self.ensure_one()
         self.env.flush_all()
         query = self.segment_id._search_partners()
@@ -266,84 +325,121 @@ class EcrmCampaign(models.Model):
             SQL(
                 """
                 CREATE TEMPORARY TABLE ecrm_campaign_prep ON COMMIT DROP AS
-                WITH targets AS (
-                    SELECT t.id AS partner_id, COALESCE(s.segment_id, 0) AS stratum, s.tier_id
-                      FROM (%(query)s) t
-                 LEFT JOIN res_partner p ON p.id = t.id
-                 LEFT JOIN ecrm_customer_score s
-                        ON s.partner_id = p.commercial_partner_id AND s.company_id = %(company)s
-                ), ranked AS (
-                    SELECT partner_id, stratum, tier_id,
-                           row_number() OVER (PARTITION BY stratum
-                                              ORDER BY md5(%(seed)s || partner_id::text)) AS rank,
-                           count(*) OVER (PARTITION BY stratum) AS size
-                      FROM targets
-                )
-                SELECT partner_id, NULLIF(stratum, 0) AS stratum_id, tier_id,
-                       (CASE WHEN rank <= round(size * %(share)s) THEN 'holdout'
-                             ELSE 'target' END)::varchar AS "group",
-                       (CASE WHEN rank <= round(size * %(share)s) THEN 'skipped'
-                             ELSE 'planned' END)::varchar AS state,
-                       (CASE WHEN rank <= round(size * %(share)s) THEN 'holdout'
-                             END)::varchar AS skip_reason,
-                       NULL::int AS channel_id, NULL::int AS program_id,
+                SELECT c.partner_id, s.segment_id AS stratum_id, s.tier_id,
+                       'target'::varchar AS "group", 'planned'::varchar AS state,
+                       NULL::varchar AS skip_reason, NULL::int AS channel_id,
+                       NULL::int AS contact_id, NULL::int AS program_id,
                        NULL::varchar AS code, NULL::int AS coupon_id
-                  FROM ranked
+                  FROM (SELECT DISTINCT p.commercial_partner_id AS partner_id
+                          FROM (%(query)s) t
+                          JOIN res_partner p ON p.id = t.id) c
+             LEFT JOIN ecrm_customer_score s
+                        ON s.partner_id = c.partner_id AND s.company_id = %(company)s
                 """,
                 query=query.select("res_partner.id"),
                 company=self.company_id.id,
-                seed=f"ecrm-{self.id}-",
-                share=max(0.0, min(self.holdout_percent, 100.0)) / 100.0,
             )
         )
         # Statistics for correct planning of the next steps (as account's currency table).
         self.env.cr.execute(SQL("ANALYZE ecrm_campaign_prep"))
 
-    def _apply_contact_pressure(self):
-        """Skip customers who already got the company's maximum of marketing touches."""
+    def _draw_holdout(self):
+        """A random holdout, stratified by RFM segment, among the customers who would be
+        contacted: the same share of each segment, drawn with a seed of the campaign (the
+        same draw when prepared again). The holdout keeps the channel and contact it would
+        have had, so that the send-time checks treat it as the contacted group."""
         self.ensure_one()
-        company = self.company_id
-        if not company.ecrm_pressure_max_touches:
-            return
-        self.env["ecrm.interaction"].flush_model()
         self.env.cr.execute(
             SQL(
                 """
-                UPDATE ecrm_campaign_prep r
-                   SET state = 'skipped', skip_reason = 'capped'
-                  FROM (SELECT partner_id, count(*) AS touches
-                          FROM ecrm_interaction
-                         WHERE company_id = %(company)s AND direction = 'outbound'
-                           AND (capture_mode = 'campaign' OR res_model = 'mailing.trace')
-                           AND COALESCE(outcome, 'sent') <> 'skipped'
-                           AND date > %(since)s
-                      GROUP BY partner_id) t
-                 WHERE r.state = 'planned' AND t.partner_id = r.partner_id
-                   AND t.touches >= %(cap)s
+                WITH ranked AS (
+                    SELECT partner_id,
+                           row_number() OVER (PARTITION BY stratum_id
+                                              ORDER BY md5(%(seed)s || partner_id::text)) AS rank,
+                           count(*) OVER (PARTITION BY stratum_id) AS size
+                      FROM ecrm_campaign_prep
+                     WHERE state = 'planned'
+                )
+                UPDATE ecrm_campaign_prep t
+                   SET "group" = 'holdout', state = 'holdout'
+                  FROM ranked r
+                 WHERE r.partner_id = t.partner_id AND r.rank <= round(r.size * %(share)s)
                 """,
-                company=company.id,
-                since=fields.Datetime.now() - timedelta(days=company.ecrm_pressure_days or 30),
-                cap=company.ecrm_pressure_max_touches,
+                seed=f"ecrm-{self.id}-",
+                share=max(0.0, min(self.holdout_percent, 100.0)) / 100.0,
             )
         )
+
+    def _contact_pressure_sql(self, table, states):
+        """An UPDATE of ``table`` (the preparation's or the recipients) skipping, among the
+        rows in ``states``, the customers who already got the company's maximum of
+        marketing touches (counted per customer, over all its contact persons)."""
+        company = self.company_id
+        self.env["ecrm.interaction"].flush_model()
+        return SQL(
+            """
+            UPDATE %(table)s r
+               SET state = 'skipped', skip_reason = 'capped'
+              FROM (SELECT commercial_partner_id, count(*) AS touches
+                      FROM ecrm_interaction
+                     WHERE company_id = %(company)s AND direction = 'outbound'
+                       AND (capture_mode = 'campaign' OR res_model = 'mailing.trace')
+                       AND COALESCE(outcome, 'sent') <> 'skipped'
+                       AND date > %(since)s
+                  GROUP BY commercial_partner_id) t
+             WHERE r.state = ANY(%(states)s) AND t.commercial_partner_id = r.partner_id
+               AND t.touches >= %(cap)s %(extra)s
+         RETURNING r.partner_id
+            """,
+            table=SQL.identifier(table),
+            company=company.id,
+            since=fields.Datetime.now() - timedelta(days=company.ecrm_pressure_days or 30),
+            cap=company.ecrm_pressure_max_touches,
+            states=list(states),
+            extra=SQL("AND r.campaign_id = %s", self.id)
+            if table == "ecrm_campaign_recipient"
+            else SQL(),
+        )
+
+    def _apply_contact_pressure(self):
+        """Skip customers who already got the company's maximum of marketing touches."""
+        self.ensure_one()
+        if self.company_id.ecrm_pressure_max_touches:
+            self.env.cr.execute(self._contact_pressure_sql("ecrm_campaign_prep", ["planned"]))
 
     def _choose_channels(self):
         """The first channel, in the marketer's order, the customer agreed to (optionally
         their preferred inbound one first); otherwise skipped with the first channel's
-        reason. One UPDATE, with the reasons of ``ecrm.consent._check_contact``."""
+        reason. One UPDATE, with the reasons of ``ecrm.consent._contact_sql``.
+
+        A customer is reached on its own address for the channel or, when it has none,
+        on the first of its contact persons (by creation) that has one: that person is
+        the recipient's contact, whose consent and blacklist decide."""
         self.ensure_one()
         channels = self.channel_line_ids.sorted("sequence").channel_id
         Consent = self.env["ecrm.consent"]
         aliases = [SQL.identifier(f"reason_{index}") for index in range(len(channels))]
+        contacts = [SQL.identifier(f"contact_{index}") for index in range(len(channels))]
+        self.env["res.partner"].flush_model(["commercial_partner_id", "active", "type"])
         joins = []
         for channel, alias in zip(channels, aliases, strict=True):
             from_clause, reason, _allowed = Consent._contact_sql(channel, company=self.company_id)
             joins.append(
                 SQL(
-                    """LEFT JOIN (SELECT p.id AS partner_id, %(reason)s AS reason FROM %(from)s
-                                   WHERE p.id IN (SELECT partner_id FROM ecrm_campaign_prep
-                                                   WHERE state = 'planned')) %(alias)s
-                              ON %(alias)s.partner_id = t.partner_id""",
+                    """LEFT JOIN (
+                           SELECT DISTINCT ON (p.commercial_partner_id)
+                                  p.commercial_partner_id AS partner_id, p.id AS contact_id,
+                                  %(reason)s AS reason
+                             FROM %(from)s
+                            WHERE p.commercial_partner_id IN (
+                                      SELECT partner_id FROM ecrm_campaign_prep
+                                       WHERE state = 'planned')
+                              AND (p.id = p.commercial_partner_id
+                                   OR (p.active AND p.type = 'contact'))
+                         ORDER BY p.commercial_partner_id,
+                                  COALESCE(%(reason)s = 'no_address', FALSE),
+                                  p.id <> p.commercial_partner_id, p.id
+                       ) %(alias)s ON %(alias)s.partner_id = t.partner_id""",
                     reason=reason,
                     alias=alias,
                     **{"from": from_clause},
@@ -359,24 +455,35 @@ class EcrmCampaign(models.Model):
             SQL("WHEN y.%s IS NULL THEN %s", alias, channel.id)
             for channel, alias in zip(channels, aliases, strict=True)
         ]
+        contact_of_channel = SQL(" ").join(
+            SQL("WHEN %s THEN z.%s", channel.id, contact)
+            for channel, contact in zip(channels, contacts, strict=True)
+        )
         self.env.cr.execute(
             SQL(
                 """
                 UPDATE ecrm_campaign_prep r
                    SET channel_id = x.channel_id,
+                       contact_id = x.contact_id,
                        state = CASE WHEN x.channel_id IS NULL THEN 'skipped' ELSE 'planned' END,
                        skip_reason = CASE WHEN x.channel_id IS NULL
                                           THEN COALESCE(x.first_reason, 'no_consent') END
-                  FROM (SELECT y.partner_id, y.first_reason, CASE %(choices)s END AS channel_id
-                          FROM (SELECT t.partner_id, %(preferred)s AS preferred, %(reasons)s,
-                                       %(first)s.reason AS first_reason
-                                  FROM ecrm_campaign_prep t %(joins)s
-                                 WHERE t.state = 'planned') y) x
+                  FROM (SELECT z.partner_id, z.first_reason, z.channel_id,
+                               CASE z.channel_id %(contact_of_channel)s END AS contact_id
+                          FROM (SELECT y.*, CASE %(choices)s END AS channel_id
+                                  FROM (SELECT t.partner_id, %(preferred)s AS preferred,
+                                               %(reasons)s, %(first)s.reason AS first_reason
+                                          FROM ecrm_campaign_prep t %(joins)s
+                                         WHERE t.state = 'planned') y) z) x
                  WHERE r.partner_id = x.partner_id
                 """,
                 choices=SQL(" ").join(choices),
+                contact_of_channel=contact_of_channel,
                 preferred=self._preferred_channel_sql(),
-                reasons=SQL(", ").join(SQL("%s.reason AS %s", alias, alias) for alias in aliases),
+                reasons=SQL(", ").join(
+                    SQL("%s.reason AS %s, %s.contact_id AS %s", alias, alias, alias, contact)
+                    for alias, contact in zip(aliases, contacts, strict=True)
+                ),
                 first=aliases[0],
                 joins=SQL(" ").join(joins),
             )
@@ -510,10 +617,11 @@ class EcrmCampaign(models.Model):
             SQL(
                 """
                 INSERT INTO ecrm_campaign_recipient (
-                    campaign_id, partner_id, company_id, stratum_id, "group", state, skip_reason,
-                    channel_id, coupon_id, create_uid, create_date, write_uid, write_date)
-                SELECT %(campaign)s, partner_id, %(company)s, stratum_id, "group", state,
-                       skip_reason, channel_id, coupon_id,
+                    campaign_id, partner_id, contact_id, company_id, stratum_id, "group", state,
+                    skip_reason, channel_id, coupon_id,
+                    create_uid, create_date, write_uid, write_date)
+                SELECT %(campaign)s, partner_id, contact_id, %(company)s, stratum_id, "group",
+                       state, skip_reason, channel_id, coupon_id,
                        %(uid)s, now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC'
                   FROM ecrm_campaign_prep
                 """,
@@ -545,7 +653,8 @@ class EcrmCampaign(models.Model):
                     partner_id, commercial_partner_id, channel_id, direction, date, subject,
                     outcome, user_id, company_id, capture_mode, campaign_id, res_model, res_id,
                     create_uid, create_date, write_uid, write_date)
-                SELECT r.partner_id, p.commercial_partner_id, COALESCE(r.channel_id, %(email)s),
+                SELECT COALESCE(r.contact_id, r.partner_id), p.commercial_partner_id,
+                       COALESCE(r.channel_id, %(email)s),
                        'outbound', now() at time zone 'UTC',
                        %(name)s || CASE WHEN r.skip_reason IS NULL THEN ''
                                         ELSE ': ' || (%(reasons)s::jsonb ->> r.skip_reason) END,
@@ -579,6 +688,7 @@ class EcrmCampaign(models.Model):
             if campaign.state not in ("prepared", "sent"):
                 raise UserError(self.env._("Prepare the campaign before sending it."))
             campaign._recheck_consent()
+            campaign._recheck_pressure()
             campaign._send_mailings()
             campaign._send_calls()
             campaign._send_letters()
@@ -590,18 +700,22 @@ class EcrmCampaign(models.Model):
             )
             campaign._mark_sent()
             campaign.state = "sent"
+        self.invalidate_recordset()  # the counts, from recipients written in SQL
         return True
 
     def _mark_sent(self):
-        """Every planned recipient is now sent, in one UPDATE."""
+        """Every planned recipient is now sent, in one UPDATE; the holdout still in the
+        comparison gets the same moment, where both groups' attribution windows start."""
         self.env["ecrm.campaign.recipient"].flush_model()
         self.env.cr.execute(
             SQL(
                 """
                 UPDATE ecrm_campaign_recipient
-                   SET state = 'sent', sent_at = %(now)s,
+                   SET state = CASE WHEN state = 'planned' THEN 'sent' ELSE state END,
+                       sent_at = %(now)s,
                        write_uid = %(uid)s, write_date = now() at time zone 'UTC'
-                 WHERE campaign_id = %(campaign)s AND state = 'planned'
+                 WHERE campaign_id = %(campaign)s AND state IN ('planned', 'holdout')
+                   AND sent_at IS NULL
                 """,
                 now=fields.Datetime.now(),
                 uid=self.env.uid,
@@ -610,9 +724,23 @@ class EcrmCampaign(models.Model):
         )
         self.env["ecrm.campaign.recipient"].invalidate_model()
 
+    def _recheck_pressure(self):
+        """The pressure cap again at send time, for the contacted group and the holdout
+        alike (a capped holdout customer leaves the comparison as a contacted one does)."""
+        self.ensure_one()
+        if not self.company_id.ecrm_pressure_max_touches:
+            return
+        self.env["ecrm.campaign.recipient"].flush_model()
+        self.env.cr.execute(
+            self._contact_pressure_sql("ecrm_campaign_recipient", ["planned", "holdout"])
+        )
+        self.env["ecrm.campaign.recipient"].invalidate_model()
+
     def _recheck_consent(self):
         """An opt-out (or any other refusal) since the preparation wins: one UPDATE per
-        channel skips the refused recipients with their reason, and the skips are logged."""
+        channel skips the refused recipients with their reason, and the skips of the
+        contacted group are logged. The holdout goes through the same check without
+        being contacted: a holdout customer refused now leaves the comparison."""
         Recipient = self.env["ecrm.campaign.recipient"]
         Recipient.flush_model()
         refused_ids = []
@@ -620,16 +748,20 @@ class EcrmCampaign(models.Model):
             from_clause, reason, _allowed = self.env["ecrm.consent"]._contact_sql(
                 channel, company=self.company_id
             )
-            check = SQL("(SELECT %s FROM %s WHERE p.id = r.partner_id)", reason, from_clause)
+            check = SQL(
+                "(SELECT %s FROM %s WHERE p.id = COALESCE(r.contact_id, r.partner_id))",
+                reason,
+                from_clause,
+            )
             rows = self.env.execute_query(
                 SQL(
                     """
                     UPDATE ecrm_campaign_recipient r
                        SET state = 'skipped', skip_reason = %(check)s,
                            write_uid = %(uid)s, write_date = now() at time zone 'UTC'
-                     WHERE r.campaign_id = %(campaign)s AND r.state = 'planned'
+                     WHERE r.campaign_id = %(campaign)s AND r.state IN ('planned', 'holdout')
                        AND r.channel_id = %(channel)s AND %(check)s IS NOT NULL
-                 RETURNING r.id
+                 RETURNING r.id, r."group"
                     """,
                     check=check,
                     uid=self.env.uid,
@@ -637,7 +769,7 @@ class EcrmCampaign(models.Model):
                     channel=channel.id,
                 )
             )
-            refused_ids += [row[0] for row in rows]
+            refused_ids += [row[0] for row in rows if row[1] == "target"]
         Recipient.invalidate_model()
         if refused_ids:
             self._log_recipients(SQL("r.id = ANY(%s)", refused_ids), outcome="skipped")
@@ -656,7 +788,8 @@ class EcrmCampaign(models.Model):
                    SET state = 'skipped', skip_reason = v.reason,
                        write_uid = %(uid)s, write_date = now() at time zone 'UTC'
                   FROM unnest(%(partners)s::int[], %(reasons)s::varchar[]) AS v(partner_id, reason)
-                 WHERE r.campaign_id = %(campaign)s AND r.partner_id = v.partner_id
+                 WHERE r.campaign_id = %(campaign)s
+                   AND COALESCE(r.contact_id, r.partner_id) = v.partner_id
                    AND r.channel_id = %(channel)s AND r."group" = 'target'
                    AND r.state IN ('planned', 'sent')
              RETURNING r.id
@@ -725,7 +858,7 @@ class EcrmCampaign(models.Model):
                 {
                     "activity_type_id": activity_type.id,
                     "res_model_id": model_id,
-                    "res_id": recipient.partner_id.id,
+                    "res_id": (recipient.contact_id or recipient.partner_id).id,
                     "summary": self.name,
                     "note": self.call_script,
                     "user_id": (recipient.partner_id.user_id or self.user_id).id,
@@ -769,9 +902,16 @@ class EcrmCampaign(models.Model):
         return True
 
     def _compute_conversions(self):
+        """Conversions and revenue of the two groups compared, within the attribution
+        window, set-based.
+
+        Both groups' windows start at the same moment, when the campaign was sent (the
+        contacted group got its touch, the holdout was confirmed then). An order of the
+        customer or of any of its contact persons counts, and each order is attributed
+        at most once, to the one recipient of its customer.
+        """
         self.ensure_one()
         self.env.flush_all()
-        start = fields.Datetime.to_datetime(self.date_start)
         goal_filter = {
             "order": SQL("TRUE"),
             "repeat": SQL(
@@ -790,15 +930,14 @@ class EcrmCampaign(models.Model):
             SQL(
                 """
                 WITH touched AS (
-                    SELECT r.id, r.partner_id,
-                           CASE WHEN r."group" = 'holdout' THEN %(start)s
-                                ELSE COALESCE(r.sent_at, %(start)s) END AS since
+                    SELECT r.id, r.partner_id, r.sent_at AS since
                       FROM ecrm_campaign_recipient r
-                     WHERE r.campaign_id = %(campaign)s
-                ), conversions AS (
-                    SELECT t.id, min(o.id) AS order_id,
-                           sum(o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1))
-                               AS revenue
+                     WHERE r.campaign_id = %(campaign)s AND r.sent_at IS NOT NULL
+                       AND ((r."group" = 'target' AND r.state = 'sent')
+                            OR (r."group" = 'holdout' AND r.state = 'holdout'))
+                ), attributed AS (
+                    SELECT DISTINCT ON (o.id) t.id, o.id AS order_id,
+                           o.amount_untaxed / COALESCE(NULLIF(o.currency_rate, 0), 1) AS amount
                       FROM touched t
                       JOIN res_partner p ON p.id = t.partner_id
                       JOIN res_partner op ON op.commercial_partner_id = p.commercial_partner_id
@@ -807,16 +946,19 @@ class EcrmCampaign(models.Model):
                        AND o.date_order >= t.since
                        AND o.date_order < t.since + make_interval(days => %(days)s)
                        AND %(goal)s
-                  GROUP BY t.id
+                  ORDER BY o.id, t.id
+                ), conversions AS (
+                    SELECT id, min(order_id) AS order_id, sum(amount) AS revenue
+                      FROM attributed
+                  GROUP BY id
                 )
                 UPDATE ecrm_campaign_recipient r
                    SET converted = c.id IS NOT NULL,
                        order_id = c.order_id,
                        revenue = COALESCE(c.revenue, 0)
-                  FROM touched t LEFT JOIN conversions c ON c.id = t.id
-                 WHERE r.id = t.id
+                  FROM ecrm_campaign_recipient a LEFT JOIN conversions c ON c.id = a.id
+                 WHERE r.id = a.id AND a.campaign_id = %(campaign)s
                 """,
-                start=start,
                 campaign=self.id,
                 company=self.company_id.id,
                 days=self.attribution_days,

@@ -23,18 +23,29 @@ class EcrmCampaignRecipient(models.Model):
     stratum_id = fields.Many2one(
         "ecrm.rfm.segment", string="RFM Segment", help="Stratum of the holdout draw."
     )
+    contact_id = fields.Many2one(
+        "res.partner",
+        string="Contacted Person",
+        check_company=True,
+        help="Whose address the campaign uses: the customer's own for the channel or, when "
+        "it has none, the first of its contact persons that has one.",
+    )
     group = fields.Selection(
-        [("target", "Contacted group"), ("holdout", "Holdout")], required=True, default="target"
+        [("target", "Contacted group"), ("holdout", "Holdout")],
+        required=True,
+        default="target",
+        help="Contacted group: the customers the campaign contacts. Holdout: a random share "
+        "of the customers who could have been contacted, kept out to measure the effect.",
     )
     state = fields.Selection(
-        [("planned", "Planned"), ("skipped", "Skipped"), ("sent", "Sent")],
+        [("planned", "Planned"), ("holdout", "Holdout"), ("skipped", "Skipped"), ("sent", "Sent")],
         required=True,
         default="planned",
         index=True,
+        help="Skipped: could not be contacted (no consent, no address, contact pressure), "
+        "when prepared or when sent; a skipped customer belongs to neither group compared.",
     )
-    skip_reason = fields.Selection(
-        [*SKIP_REASONS, ("capped", "Contact pressure cap"), ("holdout", "Holdout")]
-    )
+    skip_reason = fields.Selection([*SKIP_REASONS, ("capped", "Contact pressure cap")])
     channel_id = fields.Many2one("ecrm.channel")
     coupon_id = fields.Many2one(
         "loyalty.card", string="Coupon", ondelete="set null", check_company=True

@@ -128,15 +128,25 @@ class EcrmSegment(models.Model):
             values = term[2] if isinstance(term[2], list | tuple) else [term[2]]
             if any(isinstance(value, float) and not math.isfinite(value) for value in values):
                 raise ValueError(self.env._("%(term)r compares with an infinite number", term=term))
-        company = ["|", ("company_id", "=", False), ("company_id", "=", self.company_id.id)]
-        return [*company, *expression.normalize_domain(domain)]
+        return [*self._customers_domain(), *expression.normalize_domain(domain)]
+
+    def _customers_domain(self):
+        """The segment's company's customers as the scores see them: commercial entities
+        (a company, or a person without a parent company), never their contact persons."""
+        return [
+            "|",
+            ("company_id", "=", False),
+            ("company_id", "=", self.company_id.id),
+            "|",
+            ("is_company", "=", True),
+            ("parent_id", "=", False),
+        ]
 
     def _get_partner_domain(self):
         """Domain of the segment's customers right now (frozen: the kept list)."""
         self.ensure_one()
         if self.mode == "frozen":
-            company = ["|", ("company_id", "=", False), ("company_id", "=", self.company_id.id)]
-            return [*company, ("ecrm_frozen_segment_ids", "in", self.id)]
+            return [*self._customers_domain(), ("ecrm_frozen_segment_ids", "in", self.id)]
         return self._get_domain()
 
     def _search_partners(self):

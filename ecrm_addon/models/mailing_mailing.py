@@ -51,7 +51,8 @@ class MailingMailing(models.Model):
                     "id",
                     "in",
                     SQL(
-                        """(SELECT r.partner_id FROM ecrm_campaign_recipient r
+                        """(SELECT COALESCE(r.contact_id, r.partner_id)
+                              FROM ecrm_campaign_recipient r
                              JOIN ecrm_channel c ON c.id = r.channel_id
                             WHERE r.campaign_id = %s AND r."group" = 'target'
                               AND r.state IN ('planned', 'sent') AND c.code = %s)""",

@@ -280,12 +280,40 @@ class ResPartner(models.Model):
 
     def ecrm_campaign_coupon_code(self, campaign_id):
         """The customer's unique coupon code in a campaign, for message templates:
-        ``<t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/>``."""
+        ``<t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/>``.
+
+        ``self`` is the person the message goes to (the customer, or the contact person
+        the campaign reaches it through). The mailing queue renders a batch of customers
+        one by one: the codes of the whole batch (the record's prefetch set) are read
+        with one query and kept on the cursor for the others.
+        """
         self.ensure_one()
-        recipient = self.env["ecrm.campaign.recipient"].search(
-            [("campaign_id", "=", campaign_id), ("partner_id", "=", self.id)], limit=1
-        )
-        return recipient.coupon_id.code or ""
+        # Raw SQL below: the caller must be allowed to read the campaign (a method of
+        # res.partner any internal user can call).
+        self.env["ecrm.campaign"].browse(campaign_id).check_access("read")
+        codes = self.env.cr.cache.setdefault(("ecrm_coupon_codes", campaign_id), {})
+        if self.id not in codes:
+            ids = [pid for pid in self._prefetch_ids if pid not in codes] or [self.id]
+            if self.id not in ids:
+                ids.append(self.id)
+            self.env["ecrm.campaign.recipient"].flush_model()
+            self.env["loyalty.card"].flush_model(["code"])
+            rows = self.env.execute_query(
+                SQL(
+                    """
+                    SELECT COALESCE(r.contact_id, r.partner_id), c.code
+                      FROM ecrm_campaign_recipient r
+                      JOIN loyalty_card c ON c.id = r.coupon_id
+                     WHERE r.campaign_id = %s
+                       AND COALESCE(r.contact_id, r.partner_id) = ANY(%s)
+                    """,
+                    campaign_id,
+                    ids,
+                )
+            )
+            codes.update(dict.fromkeys(ids, ""))
+            codes.update(rows)
+        return codes[self.id]
 
     def _ecrm_preference_url(self, company=None):
         self.ensure_one()

@@ -7,3 +7,4 @@ from . import test_ecrm_campaign
 from . import test_ecrm_api
 from . import test_ecrm_api_fuzz
 from . import test_ecrm_security
+from . import test_ecrm_campaign_figures

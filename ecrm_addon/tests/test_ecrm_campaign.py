@@ -242,7 +242,8 @@ class TestEcrmCampaign(EcrmCommon, MockEmail):
         holdout = campaign.recipient_ids.filtered(lambda r: r.group == "holdout")
         self.assertEqual(len(holdout.filtered(lambda r: r.stratum_id == champions)), 2)
         self.assertEqual(len(holdout.filtered(lambda r: r.stratum_id == lost)), 1)
-        self.assertEqual(set(holdout.mapped("skip_reason")), {"holdout"})
+        self.assertEqual(set(holdout.mapped("state")), {"holdout"})
+        self.assertFalse(any(holdout.mapped("skip_reason")), "the holdout is no skip")
         with self.mock_mail_gateway(mail_unlink_sent=False):
             campaign.action_send()
             campaign.mailing_ids.action_send_mail()
@@ -321,8 +322,8 @@ class TestEcrmCampaign(EcrmCommon, MockEmail):
                     "partner_id": partner.id,
                     "company_id": self.company_a.id,
                     "group": "holdout",
-                    "state": "skipped",
-                    "skip_reason": "holdout",
+                    "state": "holdout",
+                    "sent_at": sent_at,
                 }
                 for partner in holdout_partners
             ]
