@@ -48,7 +48,9 @@ class EcrmConsentController(http.Controller):
         company = request.env["res.company"].sudo().browse(company_id).exists()
         if not partner or not company:
             return None
-        return partner, company, values
+        # a customer of one company has consent in that company only (check_company on
+        # the events): a link naming another one still records, never loses, the choice
+        return partner, partner.company_id or company, values
 
     def _invalid(self, status=403):
         return request.render("ecrm_addon.ecrm_consent_invalid_page", {}, status=status)

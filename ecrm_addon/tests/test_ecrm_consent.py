@@ -482,6 +482,20 @@ class TestEcrmConsentPages(HttpCase, EcrmConsentCommon):
         self.assertEqual((event.state, event.source), ("opt_out", "unsubscribe"))
         self.assertTrue(self.customer.is_blacklisted)
 
+    def test_unsubscribe_of_another_company_customer(self):
+        """A link naming company A for a customer of company B still unsubscribes them,
+        in company B (where their consent lives), never failing on the company check."""
+        token = self._token(partner=self.customer_b)
+        response = requests.post(
+            f"{self.base_url()}/ecrm/unsubscribe/{token}",
+            data={"List-Unsubscribe": "One-Click"},
+            timeout=30,
+        )
+        self.assertEqual(response.status_code, 200)
+        event = self.Event.search([("partner_id", "=", self.customer_b.id)])
+        self.assertEqual((event.state, event.company_id), ("opt_out", self.company_b))
+        self.assertTrue(self.customer_b.is_blacklisted)
+
     def test_double_opt_in_link(self):
         token = tools.hash_sign(
             self.env(su=True),
