@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,6 +104,25 @@ def install_database(db, log):
 def copy_database(template, target):
     drop_database(target)
     subprocess.run(["createdb", "-T", template, target], check=True, timeout=600)
+
+
+@contextmanager
+def api_database(tmp_path, prefix):
+    """A database with ecrm_addon for one real-server test, dropped afterwards.
+
+    A copy of ECRM_API_DB (tests/run_tests.sh hands over a freshly installed database,
+    left as it is for the next test) or, without it, a new install (a few minutes).
+    """
+    db = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    template = os.environ.get("ECRM_API_DB")
+    if template:
+        copy_database(template, db)
+    else:
+        install_database(db, tmp_path / "install.log")
+    try:
+        yield db
+    finally:
+        drop_database(db)
 
 
 def drop_database(db):

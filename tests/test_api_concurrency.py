@@ -5,15 +5,14 @@ reported ``created``, and the web events make exactly the visits they describe: 
 request retries of Odoo (serialization failures at REPEATABLE READ) and the API's
 ``ON CONFLICT`` and visitor upserts leave no duplicate and no split visit.
 
-tests/run_tests.sh hands over a copy of the freshly installed test database in
-ECRM_API_DB; without it, this test installs one itself (a few minutes).
+tests/run_tests.sh hands over a freshly installed test database in ECRM_API_DB, which
+this test copies; without it, this test installs one itself (a few minutes).
 """
 
 import os
 import random
 import re
 import threading
-import uuid
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
-from ecrm_api_server import drop_database, install_database, make_api_key, odoo_server
+from ecrm_api_server import api_database, make_api_key, odoo_server
 
 CLIENTS = 4
 BATCH = 50
@@ -32,12 +31,8 @@ BAD_LOG_LINE = re.compile(r"^\S+ \S+ \d+ (WARNING|ERROR|CRITICAL) ", re.MULTILIN
 
 @pytest.fixture
 def api_db(tmp_path):
-    db = os.environ.get("ECRM_API_DB")
-    if not db:
-        db = f"ecrm_api_conc_{uuid.uuid4().hex[:8]}"
-        install_database(db, tmp_path / "install.log")
-    yield db
-    drop_database(db)
+    with api_database(tmp_path, "ecrm_api_conc") as db:
+        yield db
 
 
 def _customers(db):

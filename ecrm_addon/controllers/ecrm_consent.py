@@ -1,7 +1,9 @@
+import base64
 import binascii
+import hashlib
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from werkzeug.exceptions import BadRequest
 
@@ -11,6 +13,10 @@ from odoo.http import request
 _logger = logging.getLogger(__name__)
 
 PAUSE_DAYS = (30, 90)
+# Validity of a double opt-in link (res.partner.action_ecrm_request_double_opt_in).
+DOUBLE_OPT_IN_HOURS = 72
+# The outside key of a double opt-in confirmation: the link's hash, so a link counts once.
+DOUBLE_OPT_IN_SYSTEM = "ecrm_double_opt_in"
 
 
 class EcrmConsentController(http.Controller):
@@ -42,7 +48,9 @@ class EcrmConsentController(http.Controller):
         company = request.env["res.company"].sudo().browse(company_id).exists()
         if not partner or not company:
             return None
-        return partner, company, values
+        # a customer of one company has consent in that company only (check_company on
+        # the events): a link naming another one still records, never loses, the choice
+        return partner, partner.company_id or company, values
 
     def _invalid(self, status=403):
         return request.render("ecrm_addon.ecrm_consent_invalid_page", {}, status=status)
@@ -57,34 +65,41 @@ class EcrmConsentController(http.Controller):
 
     def _record(self, partner, company, changes, source, pause_until=None):
         """Append consent events for ``changes`` ({channel: state})."""
+        request.env["ecrm.consent.event"]._create_trusted(
+            [
+                self._event_vals(partner, company, channel, state, source, pause_until)
+                for channel, state in changes.items()
+            ]
+        )
+
+    def _event_vals(self, partner, company, channel, state, source, pause_until=None):
         marketing = request.env.ref("ecrm_addon.ecrm_consent_purpose_marketing")
         version = (
             request.env["ir.config_parameter"]
             .sudo()
             .get_param("ecrm_addon.consent_text_version", "1")
         )
-        # sudo: the customer records their own choice through a signed link
-        request.env["ecrm.consent.event"].sudo().create(
-            [
-                {
-                    "partner_id": partner.id,
-                    "company_id": company.id,
-                    "channel_id": channel.id,
-                    "purpose_id": marketing.id,
-                    "state": state,
-                    "pause_until": pause_until if state == "pause" else False,
-                    "source": source,
-                    "ip_address": request.httprequest.remote_addr,
-                    "address": partner.email_normalized
-                    if channel.code == "email"
-                    else partner.phone_sanitized,
-                    "consent_text_version": version,
-                    "legal_basis": "consent",
-                    "user_id": False,
-                }
-                for channel, state in changes.items()
-            ]
-        )
+        return {
+            "partner_id": partner.id,
+            "company_id": company.id,
+            "channel_id": channel.id,
+            "purpose_id": marketing.id,
+            "state": state,
+            "pause_until": pause_until if state == "pause" else False,
+            "source": source,
+            "ip_address": request.httprequest.remote_addr,
+            "address": partner.email_normalized
+            if channel.code == "email"
+            else partner.phone_sanitized,
+            "consent_text_version": version,
+            "legal_basis": "consent",
+            "user_id": False,
+        }
+
+    @staticmethod
+    def _subscribed(reason):
+        """Is the channel's switch on for this contact reason? (as the page shows it)"""
+        return not reason or reason == "paused"
 
     # ------------------------------------------------------------
     # Preference centre
@@ -102,16 +117,25 @@ class EcrmConsentController(http.Controller):
         if not read:
             return self._invalid()
         partner, company, _values = read
-        channels = self._channels(company)
+        return self._render_preferences(partner, company, token, saved=bool(saved))
+
+    def _reasons(self, partner, company, channels):
+        """{channel id: why the customer may not be contacted, or False}"""
         Consent = request.env["ecrm.consent"].sudo()  # sudo: see _read_token
-        reasons = {
+        return {
             channel.id: Consent.with_company(company)
             ._check_contact(partner.ids, channel, company=company)
             .get(partner.id)
             for channel in channels
         }
-        consents = Consent.search(
-            [("partner_id", "=", partner.id), ("company_id", "=", company.id)]
+
+    def _render_preferences(self, partner, company, token, saved=False, error=None, status=200):
+        channels = self._channels(company)
+        # sudo: see _read_token
+        consents = (
+            request.env["ecrm.consent"]
+            .sudo()
+            .search([("partner_id", "=", partner.id), ("company_id", "=", company.id)])
         )
         paused_until = max(consents.mapped("paused_until") or [False]) or False
         return request.render(
@@ -121,12 +145,14 @@ class EcrmConsentController(http.Controller):
                 "company": company,
                 "token": token,
                 "channels": channels,
-                "reasons": reasons,
+                "reasons": self._reasons(partner, company, channels),
                 "paused_until": paused_until
                 if paused_until and paused_until > fields.Datetime.now()
                 else False,
-                "saved": bool(saved),
+                "saved": saved,
+                "error": error,
             },
+            status=status,
         )
 
     @http.route(
@@ -141,22 +167,28 @@ class EcrmConsentController(http.Controller):
         if not read:
             return self._invalid()
         partner, company, _values = read
+        pause = post.get("pause_days") or ""
+        if pause not in {"", *map(str, PAUSE_DAYS)}:
+            # exact strings only: int() of "²" or of 5,000 digits fails or costs
+            error = request.env._(
+                "Choose a pause of %(days)s days, or no pause.",
+                days=request.env._(" or ").join(map(str, PAUSE_DAYS)),
+            )
+            return self._render_preferences(partner, company, token, error=error, status=400)
         channels = self._channels(company)
-        Consent = request.env["ecrm.consent"].sudo()  # sudo: see _read_token
+        reasons = self._reasons(partner, company, channels)
         changes = {}
         for channel in channels:
             if f"channel_{channel.id}_shown" not in post:
                 continue  # not on the form the customer saw
-            wanted = "opt_in" if post.get(f"channel_{channel.id}") == "on" else "opt_out"
-            allowed = not Consent._check_contact(partner.ids, channel, company=company).get(
-                partner.id
-            )
-            if (wanted == "opt_in") != allowed:
-                changes[channel] = wanted
+            wanted = post.get(f"channel_{channel.id}") == "on"
+            # only what the customer changed: the switch as the page showed it (on while
+            # paused) against what they sent
+            if wanted != self._subscribed(reasons[channel.id]):
+                changes[channel] = "opt_in" if wanted else "opt_out"
         if changes:
             self._record(partner, company, changes, "preference_centre")
-        pause = post.get("pause_days")
-        if pause and pause.isdigit() and int(pause) in PAUSE_DAYS:
+        if pause:
             until = fields.Datetime.now() + timedelta(days=int(pause))
             pauses = dict.fromkeys(channels, "pause")
             self._record(partner, company, pauses, "preference_centre", until)
@@ -237,6 +269,7 @@ class EcrmConsentController(http.Controller):
         sitemap=False,
     )
     def double_opt_in_confirm(self, token, **post):
+        """Confirm once; a link sent before an opt-out never subscribes again."""
         read = self._read_token(token, "ecrm_double_opt_in")
         if not read:
             return self._invalid()
@@ -244,8 +277,42 @@ class EcrmConsentController(http.Controller):
         channel = request.env["ecrm.channel"].sudo().browse(values.get("ch")).exists()
         if not channel:
             return self._invalid(status=400)
-        self._record(partner, company, {channel: "opt_in"}, "double_opt_in")
+        vals = self._event_vals(partner, company, channel, "opt_in", "double_opt_in")
+        # sudo: see _read_token; the customer's own history of this channel
+        opted_out_since = (
+            request.env["ecrm.consent.event"]
+            .sudo()
+            .search_count(
+                [
+                    ("partner_id", "=", partner.id),
+                    ("company_id", "=", company.id),
+                    ("channel_id", "=", channel.id),
+                    ("purpose_id", "=", vals["purpose_id"]),
+                    ("state", "=", "opt_out"),
+                    ("date", ">=", self._issued_at(token, DOUBLE_OPT_IN_HOURS)),
+                ],
+                limit=1,
+            )
+        )
+        if opted_out_since:
+            return self._invalid(status=410)
+        vals.update(
+            source_system=DOUBLE_OPT_IN_SYSTEM,
+            external_ref=hashlib.sha256(token.encode()).hexdigest(),
+        )
+        # sudo: trusted path, a signed link; a link already confirmed records nothing more
+        request.env["ecrm.consent.event"].sudo()._insert_keyed([vals])
         return request.render(
             "ecrm_addon.ecrm_double_opt_in_page",
             {"partner": partner, "company": company, "token": token, "confirmed": True},
         )
+
+    @staticmethod
+    def _issued_at(token, hours):
+        """When a verified link valid ``hours`` was signed: its expiration minus that."""
+        raw = base64.urlsafe_b64decode(token.encode() + b"===")
+        expiration = int.from_bytes(raw[1:9], "little")  # tools.hash_sign's layout
+        if not expiration:
+            return datetime(1970, 1, 1)
+        moment = datetime.fromtimestamp(expiration, timezone.utc).replace(tzinfo=None)
+        return moment - timedelta(hours=hours)

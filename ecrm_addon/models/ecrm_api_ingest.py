@@ -947,34 +947,41 @@ class EcrmApiIngest(models.AbstractModel):
         batch = self._ingest_normalize_phones(batch, results)
         batch = self._ingest_skip_known_consents(batch, results)
         batch, _unmatched = self._ingest_match_customers(batch, results)
-        Event = self.env["ecrm.consent.event"]
-        created = Event.create(
-            [
-                {
-                    "partner_id": event["partner_id"],
-                    "company_id": event["company_id"],
-                    "channel_id": event["channel_id"],
-                    "purpose_id": event["purpose_id"],
-                    "state": event["state"],
-                    "pause_until": event["pause_until"],
-                    "date": event["date"],
-                    "source": "api",
-                    "source_system": event["source"],
-                    "external_ref": event["external_ref"],
-                    "consent_text_version": event["consent_text_version"],
-                    "legal_basis": event["legal_basis"],
-                    "ip_address": event["ip_address"],
-                    "note": event["note"],
-                    "user_id": self.env.uid,
-                }
-                for event in batch
-            ]
+        # sudo: trusted path, the proof fields come from the validated events
+        inserted = (
+            self.env["ecrm.consent.event"]
+            .sudo()
+            ._insert_keyed(
+                [
+                    {
+                        "partner_id": event["partner_id"],
+                        "company_id": event["company_id"],
+                        "channel_id": event["channel_id"],
+                        "purpose_id": event["purpose_id"],
+                        "state": event["state"],
+                        "pause_until": event["pause_until"],
+                        "date": event["date"],
+                        "source": "api",
+                        "source_system": event["source"],
+                        "external_ref": event["external_ref"],
+                        "consent_text_version": event["consent_text_version"],
+                        "legal_basis": event["legal_basis"],
+                        "ip_address": event["ip_address"],
+                        "note": event["note"],
+                        "user_id": self.env.uid,
+                    }
+                    for event in batch
+                ]
+            )
         )
-        for event, record in zip(batch, created, strict=True):
+        missed = [event for event in batch if self._consent_key(event) not in inserted]
+        known = self._ingest_known_consents(missed)
+        for event in batch:
+            key = self._consent_key(event)
             results[event["index"]] = {
                 "index": event["index"],
-                "status": "created",
-                "id": record.id,
+                "status": "created" if key in inserted else "duplicate",
+                "id": inserted.get(key) or known.get(key),
                 "external_id": event["external_ref"],
             }
         return results
@@ -998,11 +1005,15 @@ class EcrmApiIngest(models.AbstractModel):
             valid.append(event)
         return valid
 
+    @staticmethod
+    def _consent_key(event):
+        return (event["company_id"], event["source"], event["external_ref"])
+
     @api.model
-    def _ingest_skip_known_consents(self, batch, results):
-        """Events already recorded (or twice in the batch) answer ``duplicate``."""
+    def _ingest_known_consents(self, batch):
+        """{(company, source, external id): id} of the events of ``batch`` already stored."""
         if not batch:
-            return batch
+            return {}
         self.env["ecrm.consent.event"].flush_model()
         rows = self.env.execute_query(
             SQL(
@@ -1017,10 +1028,17 @@ class EcrmApiIngest(models.AbstractModel):
                 [event["external_ref"] for event in batch],
             )
         )
-        known = {(company, source, ref): event_id for company, source, ref, event_id in rows}
+        return {(company, source, ref): event_id for company, source, ref, event_id in rows}
+
+    @api.model
+    def _ingest_skip_known_consents(self, batch, results):
+        """Events already recorded (or twice in the batch) answer ``duplicate``."""
+        if not batch:
+            return batch
+        known = self._ingest_known_consents(batch)
         seen, valid = {}, []
         for event in batch:
-            key = (event["company_id"], event["source"], event["external_ref"])
+            key = self._consent_key(event)
             if key in known or key in seen:
                 results[event["index"]] = {
                     "index": event["index"],

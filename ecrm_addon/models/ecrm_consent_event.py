@@ -1,5 +1,7 @@
+from datetime import timedelta
+
 from odoo import api, fields, models, tools
-from odoo.exceptions import UserError
+from odoo.exceptions import UserError, ValidationError
 from odoo.tools import SQL
 
 EVENT_STATES = [
@@ -17,6 +19,17 @@ SOURCES = [
     ("api", "API"),
     ("import", "Import"),
 ]
+# Context key of the trusted paths (API, customer pages, blacklists); it counts only in a
+# sudo environment, which no RPC caller can get (see _create_trusted).
+TRUSTED = "ecrm_consent_trusted"
+# A date typed in a form a little ahead of the server's clock is recorded as now.
+CLOCK_MARGIN = timedelta(minutes=1)
+# Blacklists kept in sync with the marketing consent: channel code, partner column,
+# blacklist model and its unique column.
+BLACKLISTS = (
+    ("email", "email_normalized", "mail.blacklist", "email"),
+    ("sms", "phone_sanitized", "phone.blacklist", "number"),
+)
 LEGAL_BASES = [
     ("consent", "Consent"),
     ("contract", "Contract"),
@@ -38,12 +51,19 @@ class EcrmConsentEvent(models.Model):
     _check_company_auto = True
 
     partner_id = fields.Many2one(
-        "res.partner", string="Customer", required=True, index=True, ondelete="cascade"
+        "res.partner",
+        string="Customer",
+        required=True,
+        index=True,
+        ondelete="cascade",
+        check_company=True,
     )
     company_id = fields.Many2one(
         "res.company", required=True, index=True, default=lambda self: self.env.company
     )
-    channel_id = fields.Many2one("ecrm.channel", required=True, ondelete="restrict")
+    channel_id = fields.Many2one(
+        "ecrm.channel", required=True, ondelete="restrict", check_company=True
+    )
     purpose_id = fields.Many2one(
         "ecrm.consent.purpose",
         required=True,
@@ -83,9 +103,121 @@ class EcrmConsentEvent(models.Model):
 
     @api.model_create_multi
     def create(self, vals_list):
+        """Users record consent as themselves, now or in the past, with source "user".
+
+        The proof fields (source, recorder, IP address, outside key, a date to come) are
+        set by the trusted paths only: ``_create_trusted`` and ``_insert_keyed``.
+        """
+        if not self._is_trusted():
+            vals_list = [self._prepare_user_vals(vals) for vals in vals_list]
         events = super().create(vals_list)
         events._apply()
         return events
+
+    def _is_trusted(self):
+        # The context alone comes from the caller over RPC; sudo never does.
+        return self.env.su and bool(self.env.context.get(TRUSTED))
+
+    def _prepare_user_vals(self, vals):
+        now = fields.Datetime.now()
+        date = fields.Datetime.to_datetime(vals.get("date")) or now
+        if date > now + CLOCK_MARGIN:
+            raise ValidationError(
+                self.env._(
+                    "A consent is recorded when the customer gave or withdrew it: the date "
+                    "%(date)s is in the future.",
+                    date=date,
+                )
+            )
+        return dict(
+            vals,
+            date=min(date, now),
+            source="user",
+            user_id=self.env.uid,
+            ip_address=False,
+            source_system=False,
+            external_ref=False,
+        )
+
+    @api.model
+    def _create_trusted(self, vals_list):
+        """Record events from a trusted path, proof fields as given: the customer pages
+        (signed links), the blacklist sync. Never call it with a caller's values."""
+        # sudo: the trusted flag counts only under sudo; the callers check their input
+        return self.sudo().with_context(**{TRUSTED: True}).create(vals_list)
+
+    @api.model
+    def _insert_keyed(self, vals_list):
+        """Record trusted events that carry an outside key (company, source system,
+        external reference), conflict-safe: one ``INSERT ... ON CONFLICT DO NOTHING``.
+
+        An event already stored is skipped. One stored at the same moment by a concurrent
+        transaction makes PostgreSQL raise a serialization failure at Odoo's REPEATABLE
+        READ, which the request retry absorbs (the retry then finds the event stored):
+        never a unique violation that would drop the caller's whole batch.
+
+        :return: {(company_id, source_system, external_ref): new event id}
+        """
+        if not vals_list:
+            return {}
+        vals_list = sorted(
+            vals_list,
+            key=lambda v: (v["company_id"], v["source_system"], v["external_ref"]),
+        )
+
+        def column(name):
+            return [vals.get(name) or None for vals in vals_list]
+
+        now = self.env.cr.now()
+        rows = self.env["ecrm.api.ingest"]._ingest_write(
+            SQL(
+                """
+                INSERT INTO ecrm_consent_event (
+                    partner_id, company_id, channel_id, purpose_id, state, pause_until, date,
+                    source, user_id, ip_address, address, consent_text_version,
+                    legal_basis, note, source_system, external_ref,
+                    create_uid, create_date, write_uid, write_date)
+                SELECT k.partner_id, k.company_id, k.channel_id, k.purpose_id, k.state,
+                       k.pause_until, k.date, k.source, k.user_id, k.ip_address, k.address,
+                       k.consent_text_version, k.legal_basis, k.note, k.source_system,
+                       k.external_ref, %(uid)s, %(now)s, %(uid)s, %(now)s
+                  FROM unnest(%(partners)s::int[], %(companies)s::int[], %(channels)s::int[],
+                              %(purposes)s::int[], %(states)s::varchar[],
+                              %(pauses)s::timestamp[], %(dates)s::timestamp[],
+                              %(sources)s::varchar[], %(users)s::int[], %(ips)s::varchar[],
+                              %(addresses)s::varchar[], %(versions)s::varchar[],
+                              %(bases)s::varchar[], %(notes)s::text[],
+                              %(systems)s::varchar[], %(refs)s::varchar[])
+                    AS k(partner_id, company_id, channel_id, purpose_id, state, pause_until,
+                         date, source, user_id, ip_address, address, consent_text_version,
+                         legal_basis, note, source_system, external_ref)
+                ON CONFLICT (company_id, source_system, external_ref)
+                   WHERE external_ref IS NOT NULL DO NOTHING
+                RETURNING id, company_id, source_system, external_ref
+                """,
+                partners=column("partner_id"),
+                companies=column("company_id"),
+                channels=column("channel_id"),
+                purposes=column("purpose_id"),
+                states=column("state"),
+                pauses=column("pause_until"),
+                dates=[vals.get("date") or fields.Datetime.now() for vals in vals_list],
+                sources=column("source"),
+                users=column("user_id"),
+                ips=column("ip_address"),
+                addresses=column("address"),
+                versions=column("consent_text_version"),
+                bases=[vals.get("legal_basis") or "consent" for vals in vals_list],
+                notes=column("note"),
+                systems=column("source_system"),
+                refs=column("external_ref"),
+                uid=self.env.uid,
+                now=now,
+            )
+        )
+        # sudo: recorded from a trusted path; deriving the state reads every company
+        self.sudo().browse([row[0] for row in rows])._apply()
+        return {(company, system, ref): event_id for event_id, company, system, ref in rows}
 
     def write(self, vals):
         if vals:
@@ -140,6 +272,8 @@ class EcrmConsentEvent(models.Model):
             return
         self.flush_model()
         self.env["ecrm.consent"].flush_model()
+        # A concurrent request deriving the same consent makes this fail to serialize:
+        # expected, Odoo retries the request, so the query is not logged as an error.
         self.env.cr.execute(
             SQL(
                 """
@@ -184,10 +318,11 @@ class EcrmConsentEvent(models.Model):
                 """,
                 ids=self.ids,
                 uid=self.env.uid,
-            )
+            ),
+            log_exceptions=False,
         )
         self.env["ecrm.consent"].invalidate_model()
-        if not self.env.context.get("ecrm_consent_from_blacklist"):
+        if not (self._is_trusted() and self.env.context.get("ecrm_consent_from_blacklist")):
             self._sync_blacklists()
 
     @api.model
@@ -205,32 +340,30 @@ class EcrmConsentEvent(models.Model):
             return self.browse()
         partners = Partner.search([(partner_field, "in", list(states))])
         companies = self.env["res.company"].sudo().search([("active", "=", True)])
-        return (
-            self.sudo()
-            .with_context(ecrm_consent_from_blacklist=True)
-            .create(
-                [
-                    {
-                        "partner_id": partner.id,
-                        "company_id": company.id,
-                        "channel_id": channel.id,
-                        "purpose_id": marketing.id,
-                        "state": "opt_out" if states[partner[partner_field]] else "unknown",
-                        "source": "blacklist",
-                        "address": partner[partner_field],
-                        "user_id": self.env.uid,
-                    }
-                    for partner in partners
-                    for company in companies
-                ]
-            )
+        return self.with_context(ecrm_consent_from_blacklist=True)._create_trusted(
+            [
+                {
+                    "partner_id": partner.id,
+                    "company_id": company.id,
+                    "channel_id": channel.id,
+                    "purpose_id": marketing.id,
+                    "state": "opt_out" if states[partner[partner_field]] else "unknown",
+                    "source": "blacklist",
+                    "address": partner[partner_field],
+                    "user_id": self.env.uid,
+                }
+                for partner in partners
+                # a customer of one company has consent in that company only
+                for company in (partner.company_id or companies)
+            ]
         )
 
     def _sync_blacklists(self):
         """Odoo's blacklists follow the marketing consent by email and SMS.
 
-        They are global: the latest decision about an address, in any company, sets its
-        entry (opted out: blacklisted; opted in or withdrawn: not).
+        They are global: an address is blacklisted while the current marketing consent of
+        any customer with that address, in any company, is an opt-out. An opt-in in one
+        company never lifts another company's opt-out.
         """
         marketing = self.env.ref("ecrm_addon.ecrm_consent_purpose_marketing", False)
         events = self.filtered(
@@ -238,43 +371,92 @@ class EcrmConsentEvent(models.Model):
         )
         if not events:
             return
-        consents = (
-            self.env["ecrm.consent"]
-            .sudo()
-            .search(  # sudo: every company's decision
-                [
-                    ("partner_id", "in", events.partner_id.ids),
-                    ("channel_id", "in", events.channel_id.ids),
-                    ("purpose_id", "=", marketing.id),
-                ]
-            )
-        )
-        final = {"email": {}, "sms": {}}  # address -> blacklisted
-        for consent in consents.sorted(lambda c: (c.date, c.last_event_id.id)):
-            code = consent.channel_id.code
-            partner = consent.partner_id
-            address = partner.email_normalized if code == "email" else partner.phone_sanitized
-            if address:
-                final[code][address] = consent.state == "opt_out"
-        # sudo: blacklists are technical records every consent change must keep in sync
-        env = self.sudo().with_context(ecrm_consent_sync=True, active_test=False).env
-        for model, field, code in (
-            ("mail.blacklist", "email", "email"),
-            ("phone.blacklist", "number", "sms"),
-        ):
-            if final[code]:
-                self._sync_blacklist(env[model], field, final[code])
+        # sudo: blacklists are technical records every consent change must keep in sync,
+        # decided from every company's consent
+        env = self.sudo().env
+        for code, column, model, field in BLACKLISTS:
+            partners = events.filtered(lambda e, code=code: e.channel_id.code == code).partner_id
+            addresses = sorted({address for address in partners.sudo().mapped(column) if address})
+            if addresses:
+                decided = self._blacklist_decisions(code, column, addresses, marketing)
+                self._sync_blacklist(env[model], field, decided)
+        self.env.invalidate_all()  # the blacklists and every is_blacklisted computed from them
 
     @api.model
-    def _sync_blacklist(self, Blacklist, field, final):
-        """Set the blacklist entries of many addresses with three queries."""
-        existing = Blacklist.search([(field, "in", list(final))])
-        known = {record[field] for record in existing}
-        Blacklist.create(
-            [{field: address, "active": True} for address, add in final.items()
-             if add and address not in known]
-        )  # fmt: skip
-        existing.filtered(lambda r: final.get(r[field]) and not r.active).write({"active": True})
-        existing.filtered(lambda r: final.get(r[field]) is False and r.active).write(
-            {"active": False}
+    def _blacklist_decisions(self, code, column, addresses, purpose):
+        """{address: blacklisted}: does any company's current consent opt it out?"""
+        self.env["res.partner"].flush_model([column])
+        self.env["ecrm.consent"].flush_model()
+        rows = self.env.execute_query(
+            SQL(
+                """
+                SELECT a.address, COALESCE(bool_or(c.state = 'opt_out'), FALSE)
+                  FROM unnest(%(addresses)s::varchar[]) AS a(address)
+             LEFT JOIN res_partner p ON %(column)s = a.address
+             LEFT JOIN ecrm_consent c
+                    ON c.partner_id = p.id AND c.purpose_id = %(purpose)s
+                   AND c.channel_id IN (SELECT id FROM ecrm_channel WHERE code = %(code)s)
+              GROUP BY a.address
+                """,
+                addresses=addresses,
+                column=SQL.identifier("p", column),
+                purpose=purpose.id,
+                code=code,
+            )
         )
+        return dict(rows)
+
+    @api.model
+    def _sync_blacklist(self, Blacklist, field, decided):
+        """Set the blacklist entries of many addresses, conflict-safe, in two queries.
+
+        Every entry decided is written, even when unchanged: a concurrent transaction
+        deciding the same address (another company's opt-out at the same moment) then
+        fails to serialize and Odoo retries it with this decision in sight, instead of
+        one answering 400 on the unique address or both writing from stale snapshots.
+        """
+        table = SQL.identifier(Blacklist._table)
+        column = SQL.identifier(field)
+        now = self.env.cr.now()
+        listed = [address for address, add in sorted(decided.items()) if add]
+        lifted = [address for address, add in sorted(decided.items()) if not add]
+        Blacklist.flush_model()
+        if listed:
+            self.env["ecrm.api.ingest"]._ingest_write(
+                SQL(
+                    """
+                    INSERT INTO %(table)s (%(column)s, active, create_uid, create_date,
+                                           write_uid, write_date)
+                    SELECT address, TRUE, %(uid)s, %(now)s, %(uid)s, %(now)s
+                      FROM unnest(%(addresses)s::varchar[]) AS a(address)
+                    ON CONFLICT (%(column)s) DO UPDATE SET
+                       active = TRUE,
+                       write_uid = CASE WHEN %(table)s.active THEN %(table)s.write_uid
+                                        ELSE EXCLUDED.write_uid END,
+                       write_date = CASE WHEN %(table)s.active THEN %(table)s.write_date
+                                         ELSE EXCLUDED.write_date END
+                    """,
+                    table=table,
+                    column=column,
+                    addresses=listed,
+                    uid=self.env.uid,
+                    now=now,
+                )
+            )
+        if lifted:
+            self.env["ecrm.api.ingest"]._ingest_write(
+                SQL(
+                    """
+                    UPDATE %(table)s SET active = FALSE,
+                           write_uid = CASE WHEN active THEN %(uid)s ELSE write_uid END,
+                           write_date = CASE WHEN active THEN %(now)s ELSE write_date END
+                     WHERE %(column)s = ANY(%(addresses)s)
+                    """,
+                    table=table,
+                    column=column,
+                    addresses=lifted,
+                    uid=self.env.uid,
+                    now=now,
+                )
+            )
+        Blacklist.invalidate_model()

@@ -101,7 +101,8 @@ class EcrmDemo(models.AbstractModel):
             vals_list.append(
                 {
                     "partner_id": partner.id,
-                    "company_id": main.id,
+                    # a customer of one company has consent in that company only
+                    "company_id": (partner.company_id or main).id,
                     "channel_id": channel.id,
                     "state": state,
                     "date": now - timedelta(days=rng.randint(1, 700)),
@@ -111,7 +112,8 @@ class EcrmDemo(models.AbstractModel):
                     "address": partner.email if channel == email else partner.phone,
                 }
             )
-        self.env["ecrm.consent.event"].create(vals_list)
+        # demo proof as a customer page or an import would have recorded it
+        self.env["ecrm.consent.event"]._create_trusted(vals_list)
 
     @api.model
     def _create_demo_interactions(self, rng, plans, now):

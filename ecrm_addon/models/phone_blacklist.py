@@ -7,13 +7,14 @@ class PhoneBlacklist(models.Model):
     @api.model_create_multi
     def create(self, vals_list):
         records = super().create(vals_list)
-        if not self.env.context.get("ecrm_consent_sync"):
-            records._ecrm_record_consent()
+        # always: the consent sync writes the blacklist in SQL, never through here, and a
+        # context key would let an RPC caller blacklist without a consent record
+        records._ecrm_record_consent()
         return records
 
     def write(self, vals):
         result = super().write(vals)
-        if "active" in vals and not self.env.context.get("ecrm_consent_sync"):
+        if "active" in vals:
             self._ecrm_record_consent()
         return result
 

@@ -729,3 +729,37 @@ class TestEcrmApiConsents(EcrmApiCommon):
             timeout=60,
         )
         self.assertEqual(response.status_code, 401)
+
+    def test_consent_pause_until_errors_name_it(self):
+        """Finding 14: a bad pause_until is reported as pause_until, not occurred_at."""
+        for value in ("tomorrow", "2025-05-01T00:00:00", "0001-01-01T00:00:00+14:00", 7):
+            response = self._post_consents([self._consent(state="pause", pause_until=value)])
+            self.assertEqual(response.status_code, 200, response.text)
+            result = response.json()["results"][0]
+            self.assertEqual(result["field"], "pause_until", value)
+            self.assertIn("pause_until", result["message"])
+            self.assertNotIn("occurred_at", result["message"])
+
+    def test_user_events_never_take_an_api_key(self):
+        """Finding 5: a user's event cannot take the outside key of a shop's real event."""
+        self.env["ecrm.consent.event"].with_user(self.user_salesman).create(
+            {
+                "partner_id": self.customer.id,
+                "channel_id": self.env.ref("ecrm_addon.ecrm_channel_email").id,
+                "state": "opt_in",
+                "source_system": "webform",
+                "external_ref": "shop-form-1",
+            }
+        )
+        event = self._consent(
+            external_id="shop-form-1",
+            state="opt_out",
+            occurred_at=fields.Datetime.now().isoformat() + "Z",
+        )
+        result = self._post_consents([event]).json()["results"][0]
+        self.assertEqual(result["status"], "created", result)
+        email = self.env.ref("ecrm_addon.ecrm_channel_email")
+        self.assertEqual(
+            self.env["ecrm.consent"]._check_contact(self.customer.ids, email)[self.customer.id],
+            "opted_out",
+        )

@@ -1,6 +1,7 @@
 import re
 from datetime import timedelta
 
+import lxml.html
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -167,6 +168,12 @@ class TestEcrmConsent(EcrmConsentCommon):
         self.env["ecrm.consent"].search([("partner_id", "=", self.customer.id)]).unlink()
         self.assertEqual(self._reason(self.sms), "blacklisted")
 
+    def test_blacklisting_always_recorded(self):
+        """No context key skips the consent record of a blacklisting."""
+        Blacklist = self.env["mail.blacklist"].with_context(ecrm_consent_sync=True)
+        Blacklist.create({"email": "carla@example.com"})
+        self.assertEqual(self._reason(), "opted_out")
+
     def test_partner_consent_fields_searchable(self):
         other = self.env["res.partner"].create({"name": "Other", "email": "other@example.com"})
         self._event("opt_out", partner=other)
@@ -184,6 +191,78 @@ class TestEcrmConsent(EcrmConsentCommon):
         self.assertFalse(self.Consent.with_user(self.user_salesman).search(mine))
         self.assertFalse(self.Event.with_user(self.user_salesman).search(mine))
         self.assertTrue(self.Event.with_user(self.user_salesman_b).search(mine))
+
+    def test_users_cannot_forge_proof(self):
+        """Finding 5: the proof fields come from the trusted paths, never from a user."""
+        Event = self.Event.with_user(self.user_salesman).with_context(ecrm_consent_trusted=True)
+        vals = {
+            "partner_id": self.customer.id,
+            "channel_id": self.email.id,
+            "state": "opt_in",
+            "source": "double_opt_in",
+            "user_id": self.user_manager.id,
+            "ip_address": "198.51.100.1",
+            "source_system": "webform",
+            "external_ref": "shop-42",
+        }
+        with self.assertRaises(ValidationError):
+            Event.create(dict(vals, date="2099-01-01 00:00:00"))
+        before = fields.Datetime.now()
+        event = Event.create(dict(vals, date=before + timedelta(seconds=30)))
+        self.assertEqual(
+            (event.source, event.user_id, event.ip_address, event.source_system),
+            ("user", self.user_salesman, False, False),
+        )
+        self.assertFalse(event.external_ref)
+        self.assertLessEqual(event.date, fields.Datetime.now(), "never in the future")
+        past = Event.create(dict(vals, date=before - timedelta(days=3)))
+        self.assertEqual(past.date, before - timedelta(days=3), "the past is allowed")
+        # The customer's one-click unsubscribe right after wins over the user's opt-in.
+        self.Event._create_trusted(
+            [
+                {
+                    "partner_id": self.customer.id,
+                    "company_id": self.company_a.id,
+                    "channel_id": self.email.id,
+                    "state": "opt_out",
+                    "source": "unsubscribe",
+                }
+            ]
+        )
+        self.assertEqual(self._reason(), "opted_out")
+
+    def test_partner_of_another_company(self):
+        """Finding 7: a user of company A cannot link a customer of company B."""
+        with self.assertRaises(UserError):
+            self.Event.with_user(self.user_salesman).create(
+                {
+                    "partner_id": self.customer_b.id,
+                    "channel_id": self.email.id,
+                    "state": "opt_out",
+                }
+            )
+
+    def test_blacklist_decided_by_every_company(self):
+        """Finding 4: an opt-in in company B never lifts company A's opt-out."""
+        Blacklist = self.env["mail.blacklist"].with_context(active_test=False)
+        self._event("opt_out")
+        self._event("opt_in", company=self.company_b)
+        self.assertTrue(Blacklist.search([("email", "=", "carla@example.com")]).active)
+        self.assertTrue(self.customer.is_blacklisted)
+        self.assertEqual(self._reason(), "opted_out")
+        # Another customer with the same address opted out in B: still listed.
+        twin = self.env["res.partner"].create({"name": "Carla twin", "email": "carla@example.com"})
+        self._event("opt_out", partner=twin, company=self.company_b)
+        self._event("opt_in")
+        self.assertTrue(Blacklist.search([("email", "=", "carla@example.com")]).active)
+        self._event("opt_in", partner=twin, company=self.company_b)
+        self.assertFalse(Blacklist.search([("email", "=", "carla@example.com")]).active)
+        self.assertFalse(self.customer.is_blacklisted)
+        # The same for phone numbers.
+        self._event("opt_out", channel=self.sms, company=self.company_b)
+        self._event("opt_in", channel=self.sms)
+        number = self.customer.phone_sanitized
+        self.assertTrue(self.env["phone.blacklist"].search([("number", "=", number)]).active)
 
 
 @tagged("post_install", "-at_install", "ecrm")
@@ -299,9 +378,12 @@ class TestEcrmConsentProperty(EcrmConsentCommon):
         state = states[-1] if states else "unknown"
         paused = bool(pauses) and pauses[-1] > 0
         allowed = state != "opt_out" and (state == "opt_in" or policy == "opt_out") and not paused
-        # Odoo's blacklist follows the consent.
+        # Odoo's blacklist follows the consent of every company: blacklisting opted the
+        # customer out in company B too, and no event here changes that.
+        listed = state == "opt_out" or blacklisted
+        allowed = allowed and not listed
         entry = self.env["mail.blacklist"].search([("email", "=", "p@example.com")])
-        self.assertEqual(bool(entry), state == "opt_out")
+        self.assertEqual(bool(entry), listed)
         reason = self._reason(partner=partner)
         self.assertEqual(not reason, allowed, (policy, blacklisted, history, reason))
         # The searches (segments) agree: they use the same rule written as a conjunction.
@@ -400,6 +482,20 @@ class TestEcrmConsentPages(HttpCase, EcrmConsentCommon):
         self.assertEqual((event.state, event.source), ("opt_out", "unsubscribe"))
         self.assertTrue(self.customer.is_blacklisted)
 
+    def test_unsubscribe_of_another_company_customer(self):
+        """A link naming company A for a customer of company B still unsubscribes them,
+        in company B (where their consent lives), never failing on the company check."""
+        token = self._token(partner=self.customer_b)
+        response = requests.post(
+            f"{self.base_url()}/ecrm/unsubscribe/{token}",
+            data={"List-Unsubscribe": "One-Click"},
+            timeout=30,
+        )
+        self.assertEqual(response.status_code, 200)
+        event = self.Event.search([("partner_id", "=", self.customer_b.id)])
+        self.assertEqual((event.state, event.company_id), ("opt_out", self.company_b))
+        self.assertTrue(self.customer_b.is_blacklisted)
+
     def test_double_opt_in_link(self):
         token = tools.hash_sign(
             self.env(su=True),
@@ -416,6 +512,94 @@ class TestEcrmConsentPages(HttpCase, EcrmConsentCommon):
         self.assertIn("o_ecrm_confirmed", response.text)
         event = self.Event.search([("partner_id", "=", self.customer.id)])
         self.assertEqual((event.state, event.source), ("opt_in", "double_opt_in"))
+
+    def _form_as_shown(self, page):
+        """The data a browser posts for the page unchanged (disabled inputs left out)."""
+        tree = lxml.html.fromstring(page.text)
+        data = {"csrf_token": self._csrf(page)}
+        for node in tree.xpath("//form[hasclass('o_ecrm_preferences_form')]//input"):
+            if node.get("disabled") is not None or node.get("name") == "csrf_token":
+                continue
+            if node.get("type") == "checkbox":
+                if node.get("checked") is not None:
+                    data[node.get("name")] = "on"
+            else:
+                data[node.get("name")] = node.get("value")
+        return data
+
+    def test_unchanged_form_while_paused_records_nothing(self):
+        """Finding 11: only what the customer changed is recorded."""
+        token = self._token()
+        self._event("opt_out", channel=self.sms)
+        channels = self.env["ecrm.channel"].search([])
+        until = fields.Datetime.now() + timedelta(days=30)
+        for channel in channels:
+            self._event("pause", channel=channel, pause_until=until)
+        count = self.Event.search_count([("partner_id", "=", self.customer.id)])
+        page = self.url_open(f"/ecrm/preferences/{token}")
+        data = self._form_as_shown(page)
+        self.assertIn(f"channel_{self.email.id}", data, "paused: the switch shows on")
+        self.assertNotIn(f"channel_{self.sms.id}", data, "opted out: off")
+        response = self.url_open(f"/ecrm/preferences/{token}", data=data)
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("o_ecrm_preferences_saved", response.text)
+        self.assertEqual(self.Event.search_count([("partner_id", "=", self.customer.id)]), count)
+        # A real change is still recorded, and only it.
+        data.pop(f"channel_{self.email.id}")
+        self.url_open(f"/ecrm/preferences/{token}", data=data)
+        events = self.Event.search([("partner_id", "=", self.customer.id)])
+        self.assertEqual(len(events), count + 1)
+        self.assertEqual((events[0].channel_id, events[0].state), (self.email, "opt_out"))
+
+    def test_bad_pause_days_answer_400(self):
+        """Finding 12: pause_days is one of the offered values, else a form error."""
+        token = self._token()
+        page = self.url_open(f"/ecrm/preferences/{token}")
+        csrf = self._csrf(page)
+        for pause in ("²", "³", "9" * 5000, "45", "-30", " 30", "30.0", "0x1e"):
+            data = {
+                "csrf_token": csrf,
+                f"channel_{self.email.id}_shown": "1",
+                "pause_days": pause,
+            }
+            response = self.url_open(f"/ecrm/preferences/{token}", data=data)
+            self.assertEqual(response.status_code, 400, pause[:10])
+            self.assertIn("o_ecrm_preferences_error", response.text)
+            self.assertNotIn("Traceback", response.text)
+        self.assertFalse(self.Event.search([("partner_id", "=", self.customer.id)]))
+        data["pause_days"] = "90"
+        self.assertEqual(self.url_open(f"/ecrm/preferences/{token}", data=data).status_code, 200)
+        consent = self.Consent.search(
+            [("partner_id", "=", self.customer.id), ("channel_id", "=", self.email.id)]
+        )
+        self.assertGreater(consent.paused_until, fields.Datetime.now() + timedelta(days=89))
+
+    def test_double_opt_in_link_after_unsubscribe(self):
+        """Finding 10: a confirmation counts once and never undoes a later opt-out."""
+        token = tools.hash_sign(
+            self.env(su=True),
+            "ecrm_double_opt_in",
+            {"p": self.customer.id, "c": self.company_a.id, "ch": self.email.id},
+            expiration_hours=72,
+        )
+        url = f"/ecrm/consent/confirm/{token}"
+        csrf = self._csrf(self.url_open(url))
+        self.assertIn("o_ecrm_confirmed", self.url_open(url, data={"csrf_token": csrf}).text)
+        self.assertIn("o_ecrm_confirmed", self.url_open(url, data={"csrf_token": csrf}).text)
+        mine = [("partner_id", "=", self.customer.id)]
+        self.assertEqual(len(self.Event.search(mine)), 1, "the link counts once")
+        response = requests.post(
+            f"{self.base_url()}/ecrm/unsubscribe/{self._token()}",
+            data={"List-Unsubscribe": "One-Click"},
+            timeout=30,
+        )
+        self.assertEqual(response.status_code, 200)
+        replay = self.url_open(url, data={"csrf_token": csrf})
+        self.assertNotIn("o_ecrm_confirmed", replay.text)
+        self.assertEqual(replay.status_code, 410)
+        self.assertEqual(self.Event.search(mine, limit=1).state, "opt_out")
+        self.assertEqual(self._reason(), "opted_out")
+        self.assertTrue(self.customer.is_blacklisted)
 
     def test_preference_centre_tour(self):
         token = self._token()

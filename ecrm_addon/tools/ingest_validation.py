@@ -110,25 +110,25 @@ def _positive_id(event, name):
     return value
 
 
-def _occurred_at(event, latest):
-    value = _text(event, "occurred_at", 64, required=True)
+def _occurred_at(event, latest, name="occurred_at"):
+    value = _text(event, name, 64, required=True)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise EventError(
-            "occurred_at",
-            "occurred_at must be an ISO 8601 date and time, e.g. 2025-05-01T14:30:00+02:00",
+            name,
+            f"{name} must be an ISO 8601 date and time, e.g. 2025-05-01T14:30:00+02:00",
         ) from None
     if moment.utcoffset() is None:
-        raise EventError("occurred_at", "occurred_at needs a UTC offset, e.g. +02:00 or Z")
+        raise EventError(name, f"{name} needs a UTC offset, e.g. +02:00 or Z")
     try:
         moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
     except OverflowError:
-        raise EventError("occurred_at", "occurred_at is out of range") from None
+        raise EventError(name, f"{name} is out of range") from None
     if moment < _EPOCH:
-        raise EventError("occurred_at", "occurred_at must be after 1970-01-01")
+        raise EventError(name, f"{name} must be after 1970-01-01")
     if moment > latest:
-        raise EventError("occurred_at", "occurred_at is in the future")
+        raise EventError(name, f"{name} is in the future")
     return moment
 
 
@@ -288,7 +288,7 @@ def validate_consent_event(event, allowed_company_ids, latest):
     if clean["state"] == "pause":
         if event.get("pause_until") is None:
             raise EventError("pause_until", "pause_until is required to pause")
-        clean["pause_until"] = _occurred_at({"occurred_at": event["pause_until"]}, datetime.max)
+        clean["pause_until"] = _occurred_at(event, datetime.max, "pause_until")
     elif event.get("pause_until") is not None:
         raise EventError("pause_until", "pause_until is only allowed with state 'pause'")
     return clean
