@@ -4,7 +4,7 @@
     "name": "e-CRM",
     "summary": "Electronic CRM: one interaction log per customer, customer value "
     "and loyalty scores, one-to-one marketing with consent",
-    "version": "18.0.1.7.0",
+    "version": "18.0.1.8.0",
     "category": "Sales/CRM",
     "author": "ecrm_addon contributors",
     "maintainers": ["ecrm-addon"],
