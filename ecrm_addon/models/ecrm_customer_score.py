@@ -46,6 +46,12 @@ class EcrmCustomerScore(models.Model):
         "credit notes.",
     )
     monetary_avg = fields.Monetary("Average Order Value")
+    # Double precision, not shown: the Gamma-Gamma spend model takes the mean value of
+    # the orders after the first one, and incremental runs add new orders to it.
+    first_order_value = fields.Float(
+        help="Untaxed amount of the first counted order in the company's currency: the "
+        "expected order value is estimated from the orders after it."
+    )
     refund_total = fields.Monetary("Credit Notes", help="Posted credit notes (untaxed).")
     r_score = fields.Selection(SCORE_SELECTION, "R", help="Recency quintile: 5 = most recent.")
     f_score = fields.Selection(SCORE_SELECTION, "F", help="Frequency quintile: 5 = most orders.")

@@ -94,6 +94,27 @@ def quintile_scores(values, bounds):
     return np.minimum(scores, 5)
 
 
+def repeat_spend(customers):
+    """The Gamma-Gamma data of customers: x, their number of repeat orders, and the
+    mean value of those orders (NaN where x is 0), their first order left out
+    (``order_total - first_value``).
+
+    Fader, Hardie and Lee (2005) and the reference implementations (lifetimes,
+    CLVTools, PyMC-Marketing) fit the model on the repeat purchases only: the first
+    one is often of another kind (a welcome offer, a starter kit). Credit notes are
+    not spread over the orders: they are left out, as from the mean of all orders.
+    A repeat total below a millionth of the order total is taken as 0 (free repeat
+    orders, where subtracting the first order's value from the sum leaves a rounding
+    error).
+    """
+    x = np.asarray(customers["x"], dtype=np.float64)
+    total = np.asarray(customers["order_total"], dtype=np.float64)
+    repeat = total - np.asarray(customers["first_value"], dtype=np.float64)
+    repeat = np.where(np.abs(repeat) <= 1e-6 * np.abs(total), 0.0, repeat)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return x, np.where(x > 0, repeat / np.maximum(x, 1), np.nan)
+
+
 def score_batch(
     customers,
     bounds,
@@ -108,7 +129,9 @@ def score_batch(
     """Scores and predictions of a batch of customers.
 
     customers: a dict of equal-length arrays: frequency, x, t_x, age, recency_days
-    (days), order_total, refund, interactions_90d, inbound_share, response_rate.
+    (days), order_total, first_value (the first order's), refund, interactions_90d,
+    inbound_share, response_rate. The expected order value is the Gamma-Gamma one of
+    the mean value of the repeat orders (see ``repeat_spend``).
     Returns the columns r, f, m (1..5), segment, loyalty, tier (0: none), p_alive, e30,
     e90, e365, e_backtest, exp_value, clv as numpy arrays; a prediction that cannot be
     made (no fitted model, not finite) is NaN.
@@ -147,9 +170,10 @@ def score_batch(
 
     predictions = [np.full(count, np.nan)] * 7
     if model:
+        _x, spend = repeat_spend(customers)
         predictions = _predict(
-            model, x, t_x, age, order_total / np.maximum(frequency, 1), horizon_days,
-            discount_rate, backtest_days,
+            model, x, t_x, age, np.where(x > 0, spend, 0.0), horizon_days, discount_rate,
+            backtest_days,
         )  # fmt: skip
     return [r, f, m, segment, loyalty, tier, *predictions]
 
