@@ -3,9 +3,13 @@ import math
 import secrets
 from datetime import timedelta
 
+from markupsafe import Markup
+
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import SQL
+
+from .ecrm_campaign_recipient import DELIVERED
 
 GOALS = [
     ("order", "An order"),
@@ -95,7 +99,19 @@ class EcrmCampaign(models.Model):
     mailing_ids = fields.One2many("mailing.mailing", "ecrm_campaign_id")
     # Results
     targeted_count = fields.Integer("Targeted", compute="_compute_counts")
-    contacted_count = fields.Integer("Contacted", compute="_compute_counts")
+    target_group_count = fields.Integer(
+        "Contacted Group",
+        compute="_compute_counts",
+        help="Customers the campaign set out to contact when it was sent, whether or not "
+        "the touch reached them: the group compared with the holdout.",
+    )
+    contacted_count = fields.Integer(
+        "Contacted",
+        compute="_compute_counts",
+        help="Touches that reached the customer: emails and SMS sent (and not bounced or "
+        "failed), calls made, letters printed.",
+    )
+    delivery_summary = fields.Html(compute="_compute_counts", sanitize=False)
     skipped_count = fields.Integer("Skipped", compute="_compute_counts")
     holdout_count = fields.Integer("Holdout", compute="_compute_counts")
     converted_count = fields.Integer("Converted", compute="_compute_counts")
@@ -131,11 +147,17 @@ class EcrmCampaign(models.Model):
     )
     holdout_warning = fields.Char(compute="_compute_counts")
 
-    @api.depends("recipient_ids.state", "recipient_ids.converted", "recipient_ids.revenue")
+    @api.depends(
+        "recipient_ids.state",
+        "recipient_ids.delivery",
+        "recipient_ids.converted",
+        "recipient_ids.revenue",
+    )
     def _compute_counts(self):
-        """Targeted: the customers assigned to be contacted; Holdout: those kept out and
-        still in the comparison; Contacted: the touches sent; Skipped: who could not be
-        contacted (before or at send time), in either group."""
+        """Targeted: the customers assigned to be contacted; Contacted Group: those of
+        them the campaign was sent to; Holdout: those kept out and still in the
+        comparison; Contacted: the touches that reached the customer; Skipped: who could
+        not be contacted (before or at send time), in either group."""
         Recipient = self.env["ecrm.campaign.recipient"]
         for campaign in self:
             groups = Recipient._read_group(
@@ -143,7 +165,7 @@ class EcrmCampaign(models.Model):
                 ["group", "state", "converted"],
                 ["__count", "revenue:sum"],
             )
-            counts = {"target": 0, "holdout": 0, "contacted": 0, "skipped": 0, "converted": 0}
+            counts = dict.fromkeys(("target", "holdout", "sent", "skipped", "converted"), 0)
             revenue = 0.0
             for group, state, converted, count, amount in groups:
                 if state == "skipped":
@@ -151,11 +173,19 @@ class EcrmCampaign(models.Model):
                     continue
                 counts[group] += count
                 if group == "target" and state == "sent":
-                    counts["contacted"] += count
+                    counts["sent"] += count
                     if converted:
                         counts["converted"] += count
                         revenue += amount
+            deliveries = Recipient._read_group(
+                [("campaign_id", "=", campaign.id), ("delivery", "!=", False)],
+                ["channel_id", "delivery"],
+                ["__count"],
+            )
+            counts["contacted"] = sum(n for _ch, state, n in deliveries if state in DELIVERED)
+            campaign.delivery_summary = campaign._delivery_summary(deliveries)
             campaign.targeted_count = counts["target"]
+            campaign.target_group_count = counts["sent"]
             campaign.holdout_count = counts["holdout"]
             campaign.contacted_count = counts["contacted"]
             campaign.skipped_count = counts["skipped"]
@@ -174,6 +204,32 @@ class EcrmCampaign(models.Model):
                 count=counts["holdout"],
                 min=MIN_HOLDOUT,
             )
+
+    def _delivery_summary(self, deliveries):
+        """A table of the touches per channel and delivery, as Email Marketing shows a
+        mailing's (every value escaped: the labels come from the database)."""
+        if not deliveries:
+            return False
+        states = dict(self.env["ecrm.campaign.recipient"]._fields["delivery"].selection)
+        by_channel = {}
+        for channel, state, count in deliveries:
+            by_channel.setdefault(channel, {})[state] = count
+        columns = [state for state in states if any(state in c for c in by_channel.values())]
+        head = Markup("").join(Markup("<th class='text-end'>%s</th>") % states[c] for c in columns)
+        rows = Markup("").join(
+            Markup("<tr><td>%s</td>%s</tr>")
+            % (
+                channel.name,
+                Markup("").join(
+                    Markup("<td class='text-end'>%s</td>") % counts.get(c, 0) for c in columns
+                ),
+            )
+            for channel, counts in by_channel.items()
+        )
+        return Markup(
+            "<table class='table table-sm o_ecrm_delivery'><thead><tr><th>%s</th>%s</tr></thead>"
+            "<tbody>%s</tbody></table>"
+        ) % (self.env._("Channel"), head, rows)
 
     def _get_cost(self):
         """Fixed cost plus each channel's cost per contact, in the company's currency."""
@@ -712,6 +768,7 @@ class EcrmCampaign(models.Model):
                 """
                 UPDATE ecrm_campaign_recipient
                    SET state = CASE WHEN state = 'planned' THEN 'sent' ELSE state END,
+                       delivery = CASE WHEN state = 'planned' THEN 'pending' END,
                        sent_at = %(now)s,
                        write_uid = %(uid)s, write_date = now() at time zone 'UTC'
                  WHERE campaign_id = %(campaign)s AND state IN ('planned', 'holdout')
@@ -888,7 +945,14 @@ class EcrmCampaign(models.Model):
         return True
 
     def action_print_letters(self):
+        """Print the letters; the letters of the sent campaign count as delivered."""
         self.ensure_one()
+        letter = self.env["ecrm.channel"]._get_by_code("letter")
+        if letter and self.state in ("sent", "done"):
+            self.env["ecrm.campaign.recipient"]._set_delivery(
+                "printed", SQL("r.campaign_id = %s AND r.channel_id = %s", self.id, letter.id)
+            )
+            self.invalidate_recordset()
         return self.env.ref("ecrm_addon.action_report_ecrm_campaign_letters").report_action(self)
 
     # ------------------------------------------------------------

@@ -1,6 +1,33 @@
 from odoo import api, fields, models
+from odoo.tools import SQL
 
 from .ecrm_consent import SKIP_REASONS
+
+DELIVERY_STATES = [
+    ("pending", "To deliver"),
+    ("sent", "Sent"),
+    ("opened", "Opened"),
+    ("clicked", "Clicked"),
+    ("replied", "Replied"),
+    ("bounced", "Bounced"),
+    ("failed", "Failed"),
+    ("done", "Call made"),
+    ("printed", "Printed"),
+]
+# Touches that reached the customer: "contacted".
+DELIVERED = ("sent", "opened", "clicked", "replied", "done", "printed")
+# A delivery only moves forward: a late "open" never hides a click or a reply.
+DELIVERY_RANK = {
+    "pending": 0,
+    "sent": 1,
+    "opened": 2,
+    "clicked": 3,
+    "replied": 4,
+    "bounced": 5,
+    "failed": 5,
+    "done": 5,
+    "printed": 5,
+}
 
 
 class EcrmCampaignRecipient(models.Model):
@@ -46,6 +73,14 @@ class EcrmCampaignRecipient(models.Model):
         "when prepared or when sent; a skipped customer belongs to neither group compared.",
     )
     skip_reason = fields.Selection([*SKIP_REASONS, ("capped", "Contact pressure cap")])
+    delivery = fields.Selection(
+        DELIVERY_STATES,
+        index=True,
+        readonly=True,
+        help="What became of the touch: emails and SMS from their mailing traces, calls "
+        "when the call activity is marked done, letters when printed. Empty before the "
+        "campaign is sent.",
+    )
     channel_id = fields.Many2one("ecrm.channel")
     coupon_id = fields.Many2one(
         "loyalty.card", string="Coupon", ondelete="set null", check_company=True
@@ -69,3 +104,25 @@ class EcrmCampaignRecipient(models.Model):
     def _compute_display_name(self):
         for recipient in self:
             recipient.display_name = recipient.partner_id.display_name or ""
+
+    @api.model
+    def _set_delivery(self, delivery, where):
+        """Move the delivery of the recipients matching the SQL condition ``where`` (on
+        ``r``) forward to ``delivery``, in one UPDATE."""
+        lower = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[delivery]]
+        self.flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE ecrm_campaign_recipient r
+                   SET delivery = %(delivery)s, write_date = now() at time zone 'UTC'
+                 WHERE r.state = 'sent' AND (r.delivery IS NULL OR r.delivery = ANY(%(lower)s))
+                   AND %(where)s
+                """,
+                delivery=delivery,
+                lower=lower,
+                where=where,
+            )
+        )
+        self.invalidate_model(["delivery", "write_date"])
+        self.env["ecrm.campaign"].invalidate_model()  # their counts

@@ -1,4 +1,5 @@
 from odoo import fields, models
+from odoo.tools import SQL
 
 from .mail_thread import CAPTURED_THREAD_MODELS
 
@@ -9,6 +10,10 @@ class MailActivity(models.Model):
     def _action_done(self, feedback=False, attachment_ids=None):
         # Read before super(): done activities are deleted.
         vals_list = self._ecrm_prepare_call_vals(feedback)
+        # The campaign calls made: their recipients are contacted.
+        self.env["ecrm.campaign.recipient"].sudo()._set_delivery(  # sudo: any assignee
+            "done", SQL("r.activity_id = ANY(%s)", self.ids)
+        )
         result = super()._action_done(feedback=feedback, attachment_ids=attachment_ids)
         self.env["ecrm.interaction"]._capture(vals_list)
         return result

@@ -1,4 +1,5 @@
 from odoo import api, models
+from odoo.tools import SQL
 
 # Outcome of the interaction logged for a trace, from the trace's status.
 TRACE_OUTCOMES = {
@@ -9,6 +10,15 @@ TRACE_OUTCOMES = {
     "reply": "replied",
     "bounce": "bounced",
     "error": "failed",
+}
+# Delivery of a campaign recipient, from its trace's status (queued ones stay "to deliver").
+TRACE_DELIVERIES = {
+    "sent": "sent",
+    "open": "opened",
+    "reply": "replied",
+    "bounce": "bounced",
+    "error": "failed",
+    "cancel": "failed",
 }
 # An outcome only moves forward: a late "open" never hides a click or a reply.
 OUTCOME_RANK = {"sent": 0, "opened": 1, "clicked": 2, "replied": 3, "bounced": 4, "failed": 4}
@@ -21,6 +31,8 @@ class MailingTrace(models.Model):
     def create(self, vals_list):
         traces = super().create(vals_list)
         traces._ecrm_capture()
+        for status, delivery in TRACE_DELIVERIES.items():
+            traces.filtered(lambda t, s=status: t.trace_status == s)._ecrm_set_delivery(delivery)
         return traces
 
     def write(self, vals):
@@ -30,7 +42,29 @@ class MailingTrace(models.Model):
             outcome = "clicked" if vals.get("links_click_datetime") else TRACE_OUTCOMES.get(status)
             if outcome:
                 self._ecrm_update_outcome(outcome)
+            delivery = (
+                "clicked" if vals.get("links_click_datetime") else TRACE_DELIVERIES.get(status)
+            )
+            if delivery:
+                self._ecrm_set_delivery(delivery)
         return result
+
+    def _ecrm_set_delivery(self, delivery):
+        """The campaign recipients these traces reached: their delivery moves forward."""
+        traces = self.filtered(
+            lambda t: t.mass_mailing_id.ecrm_campaign_id and t.model == "res.partner"
+        )
+        if not traces:
+            return
+        self.env["ecrm.campaign.recipient"]._set_delivery(
+            delivery,
+            SQL(
+                """(r.campaign_id, COALESCE(r.contact_id, r.partner_id)) IN (
+                       SELECT * FROM unnest(%s::int[], %s::int[]))""",
+                [t.mass_mailing_id.ecrm_campaign_id.id for t in traces],
+                [t.res_id for t in traces],
+            ),
+        )
 
     def _ecrm_capture(self):
         """Log each email or SMS of a mass mailing sent to a customer, one batch per batch."""

@@ -17,13 +17,15 @@ from hypothesis import strategies as st
 from odoo import Command, fields
 from odoo.tests import new_test_user, tagged
 
+from odoo.addons.mail.tests.common import MockEmail
+
 from .common import EcrmCommon
 
 Z_95 = 1.959964
 
 
 @tagged("post_install", "-at_install", "ecrm")
-class TestEcrmCampaignFigures(EcrmCommon):
+class TestEcrmCampaignFigures(EcrmCommon, MockEmail):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -129,7 +131,7 @@ class TestEcrmCampaignFigures(EcrmCommon):
         self.assertLessEqual(holdout.partner_id, reachable)
         self._orders(opted_out, sent_at + timedelta(days=1))
         campaign.action_compute_results()
-        self.assertEqual((campaign.contacted_count, campaign.holdout_count), (180, 20))
+        self.assertEqual((campaign.target_group_count, campaign.holdout_count), (180, 20))
         self.assertLess(abs(campaign.uplift), 0.05)
         self.assertLessEqual(campaign.uplift_low, 0)
         self.assertGreaterEqual(campaign.uplift_high, 0)
@@ -179,7 +181,7 @@ class TestEcrmCampaignFigures(EcrmCommon):
                 (recipient.state, recipient.skip_reason, recipient.sent_at),
                 ("skipped", "opted_out", False),
             )
-        self.assertEqual((campaign.contacted_count, campaign.holdout_count), (9, 9))
+        self.assertEqual((campaign.target_group_count, campaign.holdout_count), (9, 9))
         # Both groups compared start at the same moment.
         compared = campaign.recipient_ids.filtered("sent_at")
         self.assertEqual(len(compared), 18)
@@ -278,6 +280,56 @@ class TestEcrmCampaignFigures(EcrmCommon):
         self.assertAlmostEqual(campaign.roi, (950 - 12) / 12, places=3)
 
     # ------------------------------------------------------------
+    # 3. Contacted means delivered
+    # ------------------------------------------------------------
+
+    def test_contacted_counts_delivered_touches(self):
+        """Nothing is contacted before the touches reach the customer; a bounced email is
+        shown as bounced and not counted; calls count when made, letters when printed.
+        The group compared stays the group as assigned."""
+        Partner = self.env["res.partner"]
+        e1 = Partner.create({"name": "Eve", "email": "eve@example.com"})
+        e2 = Partner.create({"name": "Ed", "email": "ed@example.com"})
+        ph = Partner.create({"name": "Phil", "phone": "+32470000077"})
+        le = Partner.create({"name": "Lea", "street": "Rue 2", "city": "Namur"})
+        phone = self.env.ref("ecrm_addon.ecrm_channel_phone")
+        letter = self.env.ref("ecrm_addon.ecrm_channel_letter")
+        self.env["ecrm.consent.event"].create(  # calls need an explicit opt-in
+            {"partner_id": ph.id, "channel_id": phone.id, "state": "opt_in"}
+        )
+        campaign = self._campaign(
+            e1 | e2 | ph | le,
+            holdout_percent=0,
+            channel_line_ids=[
+                Command.create({"channel_id": channel.id, "sequence": index})
+                for index, channel in enumerate((self.email, phone, letter))
+            ],
+        )
+        campaign.action_prepare()
+        self.assertEqual(campaign.contacted_count, 0)
+        campaign.action_send()
+        recipients = {r.partner_id: r for r in campaign.recipient_ids}
+        self.assertEqual(set(campaign.recipient_ids.mapped("delivery")), {"pending"})
+        self.assertEqual((campaign.contacted_count, campaign.target_group_count), (0, 4))
+        with self.mock_mail_gateway(mail_unlink_sent=False):
+            campaign.mailing_ids.action_send_mail()
+        self.assertEqual(recipients[e1].delivery, "sent")
+        self.assertEqual(campaign.contacted_count, 2)
+        trace = campaign.mailing_ids.mailing_trace_ids.filtered(lambda t: t.res_id == e2.id)
+        trace.set_bounced()
+        self.assertEqual(recipients[e2].delivery, "bounced")
+        trace.set_opened()  # a late open never hides the bounce
+        self.assertEqual(recipients[e2].delivery, "bounced")
+        self.assertEqual(campaign.contacted_count, 1)
+        recipients[ph].activity_id.action_feedback("Called, interested")
+        self.assertEqual(recipients[ph].delivery, "done")
+        campaign.action_print_letters()
+        self.assertEqual(recipients[le].delivery, "printed")
+        self.assertEqual((campaign.contacted_count, campaign.target_group_count), (3, 4))
+        self.assertIn("Bounced", campaign.delivery_summary)
+        self.assertIn("Call made", campaign.delivery_summary)
+
+    # ------------------------------------------------------------
     # Property: buying depends only on reachability
     # ------------------------------------------------------------
 
@@ -359,6 +411,6 @@ class TestEcrmCampaignFigures(EcrmCommon):
             ]
         )
         campaign.action_compute_results()
-        if not campaign.contacted_count or not campaign.holdout_count:
+        if not campaign.target_group_count or not campaign.holdout_count:
             return None
         return campaign.uplift_low <= 0 <= campaign.uplift_high
