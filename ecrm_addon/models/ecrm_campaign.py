@@ -846,7 +846,7 @@ class EcrmCampaign(models.Model):
                        write_uid = %(uid)s, write_date = now() at time zone 'UTC'
                   FROM unnest(%(partners)s::int[], %(reasons)s::varchar[]) AS v(partner_id, reason)
                  WHERE r.campaign_id = %(campaign)s
-                   AND COALESCE(r.contact_id, r.partner_id) = v.partner_id
+                   AND r.contact_id = v.partner_id
                    AND r.channel_id = %(channel)s AND r."group" = 'target'
                    AND r.state IN ('planned', 'sent')
              RETURNING r.id

@@ -51,7 +51,7 @@ class MailingMailing(models.Model):
                     "id",
                     "in",
                     SQL(
-                        """(SELECT COALESCE(r.contact_id, r.partner_id)
+                        """(SELECT r.contact_id
                               FROM ecrm_campaign_recipient r
                              JOIN ecrm_channel c ON c.id = r.channel_id
                             WHERE r.campaign_id = %s AND r."group" = 'target'

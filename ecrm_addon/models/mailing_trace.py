@@ -59,7 +59,7 @@ class MailingTrace(models.Model):
         self.env["ecrm.campaign.recipient"]._set_delivery(
             delivery,
             SQL(
-                """(r.campaign_id, COALESCE(r.contact_id, r.partner_id)) IN (
+                """(r.campaign_id, r.contact_id) IN (
                        SELECT * FROM unnest(%s::int[], %s::int[]))""",
                 [t.mass_mailing_id.ecrm_campaign_id.id for t in traces],
                 [t.res_id for t in traces],

@@ -301,11 +301,11 @@ class ResPartner(models.Model):
             rows = self.env.execute_query(
                 SQL(
                     """
-                    SELECT COALESCE(r.contact_id, r.partner_id), c.code
+                    SELECT r.contact_id, c.code
                       FROM ecrm_campaign_recipient r
                       JOIN loyalty_card c ON c.id = r.coupon_id
                      WHERE r.campaign_id = %s
-                       AND COALESCE(r.contact_id, r.partner_id) = ANY(%s)
+                       AND r.contact_id = ANY(%s)
                     """,
                     campaign_id,
                     ids,

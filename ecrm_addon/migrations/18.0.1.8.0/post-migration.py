@@ -13,6 +13,13 @@ def migrate(cr, version):
                 WHERE "group" = 'holdout' AND state = 'skipped' AND skip_reason = 'holdout'"""
         )
     )
+    # Recipients given a channel are reached on a contact: before, the customer itself.
+    cr.execute(
+        SQL(
+            """UPDATE ecrm_campaign_recipient SET contact_id = partner_id
+                WHERE contact_id IS NULL AND channel_id IS NOT NULL"""
+        )
+    )
     # Both groups' attribution windows now start when the campaign was sent.
     cr.execute(
         SQL(
