@@ -266,7 +266,7 @@ class EcrmInteraction(models.Model):
                 )
         interactions = super().create(vals_list)
         if not self.env.su:
-            interactions._check_user_values()
+            interactions._check_user_values(creating=True)
         return interactions
 
     def write(self, vals):
@@ -278,14 +278,23 @@ class EcrmInteraction(models.Model):
                 )
             )
         result = super().write(vals)
-        if not self.env.su and {"partner_id", "company_id", "res_model"} & set(vals):
+        if not self.env.su and {
+            "partner_id",
+            "company_id",
+            "res_model",
+            "subject",
+            "summary",
+            "outcome",
+        } & set(vals):
             self._check_user_values()
         return result
 
-    def _check_user_values(self):
-        """What users log by hand stays a manual interaction of a customer of its company."""
+    def _check_user_values(self, creating=False):
+        """What users log by hand stays a manual interaction of a customer of its company,
+        and says what it was about. (Managers correct captured ones: those keep their
+        capture, which no user changes, see write.)"""
         for interaction in self:
-            if (
+            if creating and (
                 interaction.capture_mode != "manual"
                 or interaction.source_system
                 or interaction.external_ref
@@ -294,6 +303,17 @@ class EcrmInteraction(models.Model):
                     self.env._(
                         "Interactions you log are manual: captured and API interactions come "
                         "from their channels only."
+                    )
+                )
+            if interaction.capture_mode == "manual" and not (
+                interaction.subject
+                or interaction.outcome
+                or not tools.is_html_empty(interaction.summary)
+            ):
+                raise ValidationError(
+                    self.env._(
+                        "Say what the interaction was about: give it a subject, notes or an "
+                        "outcome."
                     )
                 )
             if interaction.res_model and interaction.res_model not in MANUAL_SOURCE_MODELS:

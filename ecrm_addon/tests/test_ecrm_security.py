@@ -201,8 +201,12 @@ class TestEcrmSecurity(EcrmCommon, MockEmail):
     def test_partner_of_other_company_refused(self):
         Interaction = self._as_salesman("ecrm.interaction")
         with self.assertRaises(ValidationError):
-            Interaction.create({"partner_id": self.customer_b.id, "channel_id": self.phone.id})
-        mine = Interaction.create({"partner_id": self.customer.id, "channel_id": self.phone.id})
+            Interaction.create(
+                {"partner_id": self.customer_b.id, "channel_id": self.phone.id, "subject": "x"}
+            )
+        mine = Interaction.create(
+            {"partner_id": self.customer.id, "channel_id": self.phone.id, "subject": "Call"}
+        )
         with self.assertRaises(ValidationError):
             mine.write({"partner_id": self.customer_b.id})
         campaign = self._campaign_a()
@@ -221,7 +225,8 @@ class TestEcrmSecurity(EcrmCommon, MockEmail):
 
     def test_manual_interaction_cannot_pose_as_captured(self):
         Interaction = self._as_salesman("ecrm.interaction")
-        mine = Interaction.create({"partner_id": self.customer.id, "channel_id": self.phone.id})
+        call = {"partner_id": self.customer.id, "channel_id": self.phone.id, "subject": "Call"}
+        mine = Interaction.create(call)
         for vals in (
             {"capture_mode": "api"},
             {"source_system": "telephony", "external_ref": "call-1"},
@@ -229,13 +234,9 @@ class TestEcrmSecurity(EcrmCommon, MockEmail):
             with self.assertRaises(AccessError):
                 mine.write(vals)
             with self.assertRaises(AccessError):
-                Interaction.create(
-                    {"partner_id": self.customer.id, "channel_id": self.phone.id, **vals}
-                )
+                Interaction.create({**call, **vals})
         with self.assertRaises(AccessError):
-            Interaction.with_context(default_capture_mode="api").create(
-                {"partner_id": self.customer.id, "channel_id": self.phone.id}
-            )
+            Interaction.with_context(default_capture_mode="api").create(call)
         with self.assertRaises(ValidationError):
             mine.write({"res_model": "mailing.trace", "res_id": 1})
         self.assertEqual((mine.capture_mode, mine.external_ref), ("manual", False))
@@ -285,6 +286,20 @@ class TestEcrmSecurity(EcrmCommon, MockEmail):
         with self.assertRaisesRegex(UserError, "not a JSON object"):
             event._resolve(self.customer)
         self.assertEqual(event.state, "pending")
+
+    def test_empty_logged_interaction_refused(self):
+        """Logged by hand with no subject, no notes and no outcome: nothing to count."""
+        Interaction = self._as_salesman("ecrm.interaction")
+        empty = {"partner_id": self.customer.id, "channel_id": self.phone.id}
+        with self.assertRaises(ValidationError):
+            Interaction.create(empty)
+        with self.assertRaises(ValidationError):
+            Interaction.create({**empty, "summary": "<p><br></p>"})
+        for filled in ({"subject": "Call"}, {"outcome": "no_answer"}, {"summary": "<p>Hi</p>"}):
+            Interaction.create({**empty, **filled})
+        logged = Interaction.create({**empty, "outcome": "voicemail"})
+        with self.assertRaises(ValidationError):
+            logged.write({"outcome": False})
 
     # ------------------------------------------------------------
     # 13. Domains that crashed the server
@@ -339,4 +354,3 @@ class TestEcrmSecurity(EcrmCommon, MockEmail):
             [("partner_id", "=", late.id), ("outcome", "=", "skipped")]
         )
         self.assertEqual(len(skip), 1)
-
