@@ -41,6 +41,7 @@
         "views/ecrm_unmatched_event_views.xml",
         "wizard/ecrm_unmatched_match_wizard_views.xml",
         "wizard/ecrm_api_access_wizard_views.xml",
+        "wizard/ecrm_campaign_email_preview_views.xml",
         "views/res_config_settings_views.xml",
         "views/ecrm_menus.xml",
     ],

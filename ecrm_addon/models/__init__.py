@@ -33,3 +33,4 @@ from . import ecrm_interaction_event
 from . import ecrm_unmatched_event
 from . import ecrm_api_ingest
 from . import ir_http
+from . import mail_mail

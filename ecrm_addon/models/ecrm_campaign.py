@@ -19,6 +19,9 @@ GOALS = [
 Z_95 = 1.959964
 # Draws of coupon codes before giving up (a draw collides with odds of about 1e-5).
 MAX_CODE_ATTEMPTS = 5
+# The preference centre link of a campaign email, replaced per recipient when it is sent;
+# "/view" keeps it out of the link tracker, as Email Marketing's own view link.
+PREFERENCE_LINK_MARKER = "/ecrm/preferences/view"
 # Under this many customers, a holdout's conversion rate is too uncertain to compare.
 MIN_HOLDOUT = 100
 
@@ -75,14 +78,21 @@ class EcrmCampaign(models.Model):
     prefer_preferred_channel = fields.Boolean(
         help="Use the customer's preferred inbound channel when they agreed to it."
     )
-    email_subject = fields.Char()
+    email_subject = fields.Char(
+        help="Type {{ to insert the customer's name or another customer field."
+    )
     # Sanitized as Email Marketing's bodies are: QWeb placeholders stay, scripts and event
     # handlers go (the body is shown in the next user's session).
     email_body = fields.Html(
         sanitize="email_outgoing",
-        help="Rendered per customer: object is the customer, e.g. "
-        '<t t-out="object.ecrm_tier_id.name"/>, and the coupon code is '
-        '<t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/>.',
+        help="Written once, rendered for each customer: type /field to insert the "
+        "customer's name, tier, segment or personal coupon code (Campaign Coupon Code). "
+        "A footer with the preference centre and unsubscribe links is added to every "
+        "email.",
+    )
+    render_model = fields.Char(
+        compute="_compute_render_model",
+        help="The model the email's placeholders are read on: the customer.",
     )
     sms_body = fields.Text("SMS Text")
     call_script = fields.Html()
@@ -204,6 +214,9 @@ class EcrmCampaign(models.Model):
                 count=counts["holdout"],
                 min=MIN_HOLDOUT,
             )
+
+    def _compute_render_model(self):
+        self.render_model = "res.partner"
 
     def _delivery_summary(self, deliveries):
         """A table of the touches per channel and delivery, as Email Marketing shows a
@@ -888,14 +901,67 @@ class EcrmCampaign(models.Model):
                 "subject": self.email_subject or self.name,
             }
             if mailing_type == "mail":
-                # The campaign id is known to the per-customer rendering of the body.
-                body = f'<t t-set="ecrm_campaign_id" t-value="{self.id}"/>{self.email_body or ""}'
+                body = self._get_email_body()
                 vals["body_html"] = body
                 vals["body_arch"] = body
             else:
                 vals["body_plaintext"] = self.sms_body or self.name
             mailing = self.env["mailing.mailing"].create(vals)
             mailing.action_put_in_queue()
+
+    def _get_email_body(self):
+        """The campaign's email as the queue renders it for each customer: the body the
+        marketer wrote and a footer with the preference centre and Odoo's unsubscribe link (replaced
+        per recipient by Email Marketing, which also adds the one-click List-Unsubscribe
+        headers of RFC 8058)."""
+        self.ensure_one()
+        footer = Markup(
+            '<div class="o_ecrm_footer" style="margin-top:24px;font-size:12px;color:#888888;">'
+            "%(why)s "
+            '<a href="%(marker)s">%(prefs)s</a> &#183; '
+            '<a href="/unsubscribe_from_list">%(unsubscribe)s</a></div>'
+        ) % {
+            "why": self.env._("You receive this email as a customer of %s.", self.company_id.name),
+            "marker": PREFERENCE_LINK_MARKER,
+            "prefs": self.env._("Choose what you receive"),
+            "unsubscribe": self.env._("Unsubscribe"),
+        }
+        body = self.email_body or Markup()
+        if "ecrm_campaign_id" in body:
+            # Templates written for the coupon method name the campaign (a variable is
+            # no placeholder: such bodies need the Mail Template Editor right).
+            body = Markup('<t t-set="ecrm_campaign_id" t-value="%s"/>') % self.id + body
+        return body + footer
+
+    def _render_email(self, partner):
+        """(subject, body) of the campaign's email for ``partner``, as the queue renders
+        them (same placeholders, same context)."""
+        self.ensure_one()
+        Render = self.env["mail.render.mixin"].with_context(ecrm_campaign_id=self.id)
+        subject = Render._render_template(
+            self.email_subject or self.name, "res.partner", partner.ids, engine="inline_template"
+        )[partner.id]
+        body = Render._render_template(
+            self._get_email_body(),
+            "res.partner",
+            partner.ids,
+            engine="qweb",
+            options={"post_process": True},
+        )[partner.id]
+        url = partner.with_context(ecrm_campaign_id=self.id).ecrm_preference_url
+        return subject, body.replace(self.get_base_url() + PREFERENCE_LINK_MARKER, url)
+
+    def action_preview_email(self):
+        """Preview the email of a recipient, and send a test of it."""
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Preview the Email"),
+            "res_model": "ecrm.campaign.email.preview",
+            "view_mode": "form",
+            "target": "new",
+            "context": {"default_campaign_id": self.id},
+        }
 
     def _send_calls(self):
         phone = self.env["ecrm.channel"]._get_by_code("phone")

@@ -71,6 +71,14 @@ class MailingMailing(models.Model):
             return [("id", "in", segment._search_partners().subselect())]
         return super()._get_recipients_domain()
 
+    def _get_mass_mailing_context(self):
+        """A campaign's email renders its placeholders (coupon code, preference link) for
+        the campaign."""
+        context = super()._get_mass_mailing_context()
+        if self.ecrm_campaign_id:
+            context["ecrm_campaign_id"] = self.ecrm_campaign_id.id
+        return context
+
     def _get_remaining_recipients(self):
         """Consent is checked when the mailing is sent, not only when it is composed."""
         res_ids = super()._get_remaining_recipients()

@@ -173,6 +173,17 @@ class ResPartner(models.Model):
         "Scored As Of", compute="_compute_ecrm_score", groups="ecrm_addon.group_ecrm_user"
     )
 
+    ecrm_campaign_coupon = fields.Char(
+        "Campaign Coupon Code",
+        compute="_compute_ecrm_campaign_coupon",
+        help="In a campaign email: the customer's personal coupon code of the campaign.",
+    )
+    ecrm_preference_url = fields.Char(
+        "Preference Centre Link",
+        compute="_compute_ecrm_preference_url",
+        help="In a campaign email: the page where the customer chooses how the company "
+        "may contact them, and unsubscribes.",
+    )
     ecrm_frozen_segment_ids = fields.Many2many(
         "ecrm.segment",
         "ecrm_segment_partner_rel",
@@ -278,42 +289,64 @@ class ResPartner(models.Model):
             template.with_context(ecrm_confirm_url=url).send_mail(partner.id)
         return True
 
+    def mail_allowed_qweb_expressions(self):
+        # The e-CRM placeholders of campaign emails: plain reads of the customer, which
+        # marketers without the Mail Template Editor right may use too.
+        return (
+            *super().mail_allowed_qweb_expressions(),
+            "object.ecrm_campaign_coupon",
+            "object.ecrm_preference_url",
+            "object.ecrm_tier_id.name",
+            "object.ecrm_segment_id.name",
+            "object.commercial_partner_id.name",
+        )
+
     def ecrm_campaign_coupon_code(self, campaign_id):
         """The customer's unique coupon code in a campaign, for message templates:
-        ``<t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/>``.
-
-        ``self`` is the person the message goes to (the customer, or the contact person
-        the campaign reaches it through). The mailing queue renders a batch of customers
-        one by one: the codes of the whole batch (the record's prefetch set) are read
-        with one query and kept on the cursor for the others.
-        """
+        ``<t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/>`` (campaign
+        emails also offer the field ``ecrm_campaign_coupon`` as a placeholder)."""
         self.ensure_one()
-        # Raw SQL below: the caller must be allowed to read the campaign (a method of
-        # res.partner any internal user can call).
-        self.env["ecrm.campaign"].browse(campaign_id).check_access("read")
-        codes = self.env.cr.cache.setdefault(("ecrm_coupon_codes", campaign_id), {})
-        if self.id not in codes:
-            ids = [pid for pid in self._prefetch_ids if pid not in codes] or [self.id]
-            if self.id not in ids:
-                ids.append(self.id)
+        return self.with_context(ecrm_campaign_id=campaign_id).ecrm_campaign_coupon
+
+    @api.depends_context("ecrm_campaign_id")
+    def _compute_ecrm_campaign_coupon(self):
+        """``self`` are the people a campaign email goes to (the customer, or the contact
+        person it is reached through); the mailing queue renders a batch of them: one
+        query for the batch."""
+        campaign_id = self.env.context.get("ecrm_campaign_id")
+        ids = [partner_id for partner_id in self.ids if partner_id]
+        codes = {}
+        if campaign_id and ids:
+            # Raw SQL below: the caller must be allowed to read the campaign.
+            self.env["ecrm.campaign"].browse(campaign_id).check_access("read")
             self.env["ecrm.campaign.recipient"].flush_model()
             self.env["loyalty.card"].flush_model(["code"])
-            rows = self.env.execute_query(
-                SQL(
-                    """
-                    SELECT r.contact_id, c.code
-                      FROM ecrm_campaign_recipient r
-                      JOIN loyalty_card c ON c.id = r.coupon_id
-                     WHERE r.campaign_id = %s
-                       AND r.contact_id = ANY(%s)
-                    """,
-                    campaign_id,
-                    ids,
+            codes = dict(
+                self.env.execute_query(
+                    SQL(
+                        """
+                        SELECT r.contact_id, c.code
+                          FROM ecrm_campaign_recipient r
+                          JOIN loyalty_card c ON c.id = r.coupon_id
+                         WHERE r.campaign_id = %s AND r.contact_id = ANY(%s)
+                        """,
+                        campaign_id,
+                        ids,
+                    )
                 )
             )
-            codes.update(dict.fromkeys(ids, ""))
-            codes.update(rows)
-        return codes[self.id]
+        for partner in self:
+            partner.ecrm_campaign_coupon = codes.get(partner.id, "")
+
+    @api.depends_context("company", "ecrm_campaign_id")
+    def _compute_ecrm_preference_url(self):
+        campaign = self.env["ecrm.campaign"].browse(self.env.context.get("ecrm_campaign_id"))
+        # sudo: the campaign's company only, to sign the link for the right company
+        company = campaign.sudo().company_id or self.env.company
+        for partner in self:
+            partner.ecrm_preference_url = (
+                partner._ecrm_preference_url(company) if partner.id else False
+            )
 
     def _ecrm_preference_url(self, company=None):
         self.ensure_one()

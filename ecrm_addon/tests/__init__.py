@@ -8,3 +8,4 @@ from . import test_ecrm_api
 from . import test_ecrm_api_fuzz
 from . import test_ecrm_security
 from . import test_ecrm_campaign_figures
+from . import test_ecrm_campaign_email

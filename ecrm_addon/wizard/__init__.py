@@ -1,2 +1,3 @@
 from . import ecrm_unmatched_match_wizard
 from . import ecrm_api_access_wizard
+from . import ecrm_campaign_email_preview

@@ -1,0 +1,24 @@
+from odoo import models
+
+from .ecrm_campaign import PREFERENCE_LINK_MARKER
+
+
+class MailMail(models.Model):
+    _inherit = "mail.mail"
+
+    def _prepare_outgoing_list(self, mail_server=False, recipients_follower_status=None):
+        """A campaign email's preference centre link becomes the recipient's own."""
+        email_list = super()._prepare_outgoing_list(
+            mail_server=mail_server, recipients_follower_status=recipients_follower_status
+        )
+        campaign = self.mailing_id.ecrm_campaign_id
+        if not campaign or not self.res_id or self.model != "res.partner":
+            return email_list
+        marker = self.mailing_id.get_base_url() + PREFERENCE_LINK_MARKER
+        # sudo: the queue sends as superuser already; the partner is the mail's recipient
+        partner = self.env["res.partner"].sudo().browse(self.res_id)
+        url = partner.with_context(ecrm_campaign_id=campaign.id).ecrm_preference_url
+        for email_values in email_list:
+            if email_values.get("body") and marker in email_values["body"]:
+                email_values["body"] = email_values["body"].replace(marker, url)
+        return email_list

@@ -1,0 +1,119 @@
+"""Campaign emails marketers write with placeholders, preview for a recipient, test, and
+that reach the customer with their coupon, the preference centre and one-click
+unsubscribe."""
+
+from odoo import Command
+from odoo.exceptions import UserError
+from odoo.tests import tagged
+
+from odoo.addons.mail.tests.common import MockEmail
+
+from .common import EcrmCommon
+
+# What the editor stores when a marketer inserts placeholders with /field.
+BODY = (
+    '<p>Dear <t t-out="object.name">Customer</t>, as a '
+    '<t t-out="object.ecrm_tier_id.name">tier</t> customer your code is '
+    '<t t-out="object.ecrm_campaign_coupon">CODE</t>.</p>'
+)
+
+
+@tagged("post_install", "-at_install", "ecrm")
+class TestEcrmCampaignEmail(EcrmCommon, MockEmail):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.company_a.write(
+            {"ecrm_consent_default_policy": "opt_out", "ecrm_pressure_max_touches": 0}
+        )
+        cls.email = cls.env.ref("ecrm_addon.ecrm_channel_email")
+        cls.gold = cls.env.ref("ecrm_addon.ecrm_loyalty_tier_gold")
+        cls.emma = cls.env["res.partner"].create({"name": "Emma Email", "email": "emma@ex.com"})
+        cls.env["ecrm.customer.score"].create(
+            {"partner_id": cls.emma.id, "company_id": cls.company_a.id, "tier_id": cls.gold.id}
+        )
+        cls.segment = cls.env["ecrm.segment"].create(
+            {
+                "name": "Email test",
+                "company_id": cls.company_a.id,
+                "domain": repr([("id", "=", cls.emma.id)]),
+            }
+        )
+        program = cls.env["loyalty.program"].create(
+            {
+                "name": "10% coupon",
+                "program_type": "coupons",
+                "company_id": cls.company_a.id,
+                "trigger": "with_code",
+                "reward_ids": [Command.create({"discount": 10})],
+            }
+        )
+        cls.campaign = cls.env["ecrm.campaign"].create(
+            {
+                "name": "Spring",
+                "segment_id": cls.segment.id,
+                "company_id": cls.company_a.id,
+                "holdout_percent": 0,
+                "coupon_program_id": program.id,
+                "channel_line_ids": [Command.create({"channel_id": cls.email.id})],
+                "email_subject": "{{ object.name }}, a gift for you",
+                "email_body": BODY,
+            }
+        )
+
+    def test_placeholders_reach_the_customer(self):
+        """The email the customer receives holds their name, tier and coupon code, the
+        preference centre link and the one-click unsubscribe headers."""
+        self.campaign.action_prepare()
+        code = self.campaign.recipient_ids.coupon_code
+        self.assertTrue(code)
+        with self.mock_mail_gateway(mail_unlink_sent=False):
+            self.campaign.action_send()
+            self.campaign.mailing_ids.action_send_mail()
+        self.assertEqual(len(self._mails), 1)
+        sent = self._mails[0]
+        self.assertEqual(sent["email_to"], ['"Emma Email" <emma@ex.com>'])
+        self.assertIn(f"Dear Emma Email, as a {self.gold.name} customer your code is {code}.",
+                      sent["body"])  # fmt: skip
+        self.assertEqual(sent["subject"], "Emma Email, a gift for you")
+        self.assertIn(f'href="{self.emma._ecrm_preference_url(self.company_a)}"', sent["body"])
+        self.assertIn("/unsubscribe_oneclick", sent["headers"]["List-Unsubscribe"])
+        self.assertEqual(sent["headers"]["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click")
+        self.assertIn("/mailing/", sent["body"], "the unsubscribe link is the recipient's")
+        self.assertNotIn("unsubscribe_from_list", sent["body"])
+
+    def test_preview_and_test_send(self):
+        self.campaign.action_prepare()
+        code = self.campaign.recipient_ids.coupon_code
+        action = self.campaign.with_user(self.user_salesman).action_preview_email()
+        preview = (
+            self.env[action["res_model"]]
+            .with_user(self.user_salesman)
+            .with_context(action["context"])
+            .create({})
+        )
+        self.assertEqual(preview.partner_id, self.emma, "the first email recipient")
+        self.assertEqual(preview.subject, "Emma Email, a gift for you")
+        self.assertIn(code, preview.body)
+        self.assertIn("Choose what you receive", preview.body)
+        preview.email_to = "not an address"
+        with self.assertRaises(UserError):
+            preview.action_send_test()
+        preview.email_to = "me@example.com, boss@example.com"
+        with self.mock_mail_gateway():
+            preview.action_send_test()
+        self.assertEqual(len(self._mails), 1)
+        self.assertEqual(set(self._mails[0]["email_to"]), {"me@example.com", "boss@example.com"})
+        self.assertIn(code, self._mails[0]["body"])
+        self.assertTrue(self._mails[0]["subject"].startswith("[Test]"))
+        # Nothing was sent to the customer, and nothing counts as a touch.
+        self.assertFalse(self.campaign.contacted_count)
+
+    def test_coupon_placeholder_needs_the_campaign(self):
+        """The coupon field reads codes in SQL: only for a campaign the user may read."""
+        self.campaign.action_prepare()
+        emma = self.emma.with_user(self.user_salesman_b).with_context(
+            ecrm_campaign_id=self.campaign.id
+        )
+        with self.assertRaises(Exception):  # noqa: B017 (AccessError, wrapped by the compute)
+            emma.sudo(False).ecrm_campaign_coupon  # noqa: B018
