@@ -24,7 +24,7 @@ rpcBus.addEventListener("RPC:RESPONSE", ({ detail }) => {
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Wait until no RPC has been in flight for a while (the view has loaded). */
-async function settle(timeout = 20000) {
+async function settle(timeout = 60000) {
     const start = Date.now();
     let quiet = 0;
     while (quiet < 4) {
