@@ -124,3 +124,30 @@ class TestEcrmApiAccessScreens(EcrmCommon):
         with self.assertRaises(UserError):
             key_ab.action_revoke()
         self.assertTrue(self._key_ids(self.api_user_ab))
+
+
+@tagged("post_install", "-at_install", "ecrm")
+class TestEcrmCustomerGlance(EcrmCommon):
+    """The customer form and the sales order show the customer at a glance."""
+
+    @users("ecrm_salesman")
+    def test_glance_on_customer_and_order(self):
+        segment = self.env.ref("ecrm_addon.ecrm_rfm_segment_at_risk", raise_if_not_found=False)
+        segment = segment or self.env["ecrm.rfm.segment"].search([], limit=1)
+        self.env["ecrm.customer.score"].sudo().create(
+            {
+                "partner_id": self.customer.id,
+                "company_id": self.company_a.id,
+                "segment_id": segment.id,
+                "churn_risk": 0.8,
+                "clv": 1234.0,
+            }
+        )
+        order = self._create_order(self.customer, confirm=False, user_id=self.user_salesman.id)
+        order = order.with_env(self.env)
+        self.assertEqual(order.ecrm_partner_segment_id, segment)
+        self.assertEqual(order.ecrm_partner_churn_risk, 0.8)
+        self.assertEqual(order.ecrm_partner_clv, 1234.0)
+        for model in ("res.partner", "sale.order"):
+            arch = self.env[model].get_views([(False, "form")])["views"]["form"]["arch"]
+            self.assertIn('name="ecrm_glance"', arch, f"the {model} form has the glance row")
