@@ -46,6 +46,9 @@
         "views/ecrm_menus.xml",
     ],
     "assets": {
+        "web.assets_backend": [
+            "ecrm_addon/static/src/scss/*.scss",
+        ],
         "web.assets_tests": [
             "ecrm_addon/static/tests/tours/*.js",
         ],

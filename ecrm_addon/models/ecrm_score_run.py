@@ -349,9 +349,11 @@ class EcrmScoreRun(models.Model):
     # Actions
     # ------------------------------------------------------------
 
-    @api.model
     def action_recompute_now(self):
-        """Queue a full run for each of the user's current companies and wake the cron."""
+        """Queue a full run for each of the user's current companies and wake the cron.
+
+        A list header button: the web client passes the selected runs, which are ignored.
+        """
         if not self.env.user.has_group("ecrm_addon.group_ecrm_manager"):
             raise UserError(self.env._("Only e-CRM administrators recompute the scores."))
         for company in self.env.companies:

@@ -161,7 +161,8 @@ class EcrmSegment(models.Model):
             "name": self.name,
             "res_model": "res.partner",
             "view_mode": "list,kanban,form",
-            "domain": [("id", "in", self._search_partners().subselect())],
+            # The domain itself (a list): the web client gets it as JSON, a Query would not do.
+            "domain": self._get_partner_domain(),
             "context": {"allowed_company_ids": [self.company_id.id]},
         }
 

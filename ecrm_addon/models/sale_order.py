@@ -10,6 +10,23 @@ class SaleOrder(models.Model):
         groups="ecrm_addon.group_ecrm_user",
     )
 
+    # The customer at a glance on the order, in the current company (see res.partner)
+    ecrm_partner_segment_id = fields.Many2one(
+        related="partner_id.ecrm_segment_id", groups="ecrm_addon.group_ecrm_user"
+    )
+    ecrm_partner_tier_id = fields.Many2one(
+        related="partner_id.ecrm_tier_id", groups="ecrm_addon.group_ecrm_user"
+    )
+    ecrm_partner_churn_risk = fields.Float(
+        related="partner_id.ecrm_churn_risk", groups="ecrm_addon.group_ecrm_user"
+    )
+    ecrm_partner_clv = fields.Float(
+        related="partner_id.ecrm_clv", groups="ecrm_addon.group_ecrm_user"
+    )
+    ecrm_partner_score_currency_id = fields.Many2one(
+        related="partner_id.ecrm_score_currency_id", groups="ecrm_addon.group_ecrm_user"
+    )
+
     def _compute_ecrm_interaction_count(self):
         counts = dict(
             self.env["ecrm.interaction"]._read_group(

@@ -1,8 +1,14 @@
+import json
 import re
 from datetime import timedelta
 
 from odoo import Command, api, fields, models
 from odoo.exceptions import UserError
+
+EXAMPLE = """curl -X POST {endpoint} \\
+  -H "Authorization: Bearer {key}" \\
+  -H "Content-Type: application/json" \\
+  -d '{body}'"""
 
 
 class EcrmApiAccessWizard(models.TransientModel):
@@ -19,7 +25,10 @@ class EcrmApiAccessWizard(models.TransientModel):
     user_id = fields.Many2one(
         "res.users",
         string="Existing API User",
-        domain=lambda self: [("groups_id", "in", self.env.ref("ecrm_addon.group_ecrm_ingest").ids)],
+        domain=lambda self: [
+            ("groups_id", "in", self.env.ref("ecrm_addon.group_ecrm_ingest").ids),
+            ("share", "=", True),
+        ],
         help="Leave empty to create a new technical user; pick one to give it a new key "
         "(e.g. before its current key expires).",
     )
@@ -75,10 +84,27 @@ class EcrmApiAccessWizard(models.TransientModel):
             )
         )
 
+    @api.model
+    def _check_api_user_companies(self, users):
+        """An administrator manages only the API users of their own companies: a key of a
+        user who may also push into another company would write into that company."""
+        foreign = users.sudo().company_ids - self.env.user.company_ids
+        if foreign:
+            raise UserError(
+                self.env._(
+                    "%(users)s may push into %(companies)s, which you do not manage: ask an "
+                    "administrator of all its companies.",
+                    users=", ".join(users.mapped("name")),
+                    companies=", ".join(foreign.mapped("name")),
+                )
+            )
+
     def action_create(self):
         self.ensure_one()
         if self.expiration_date <= fields.Datetime.now():
             raise UserError(self.env._("The expiration date must be in the future."))
+        if self.user_id:
+            self._check_api_user_companies(self.user_id)
         user = self.user_id or self._create_user()
         if not user.has_group("ecrm_addon.group_ecrm_ingest") or not user.share:
             raise UserError(self.env._("Keys are only made here for API ingestion users."))
@@ -90,9 +116,34 @@ class EcrmApiAccessWizard(models.TransientModel):
         )
         return {
             "type": "ir.actions.act_window",
-            "res_model": "res.users.apikeys.show",
+            "res_model": "ecrm.api.key.show",
             "name": self.env._("API Key Ready"),
-            "views": [(False, "form")],
+            "views": [(self.env.ref("ecrm_addon.ecrm_api_key_show_view_form").id, "form")],
             "target": "new",
-            "context": {"default_key": key},
+            "context": self._get_key_show_context(user, key),
+        }
+
+    def _get_key_show_context(self, user, key):
+        base_url = self.get_base_url()
+        endpoint = f"{base_url}/ecrm/api/v1/interactions"
+        event = {
+            "external_id": "call-8812",
+            "source": "telephony",
+            "channel": "phone",
+            "direction": "inbound",
+            "occurred_at": "2026-05-01T14:30:00+02:00",
+            "email": "customer@example.com",
+            "subject": "Delivery question",
+        }
+        example = EXAMPLE.format(
+            endpoint=endpoint, key=key, body=json.dumps({"events": [event]}, indent=2)
+        )
+        return {
+            "default_key": key,
+            "default_user_name": user.name,
+            "default_company_names": ", ".join(user.sudo().company_ids.mapped("name")),
+            "default_expiration_date": fields.Datetime.to_string(self.expiration_date),
+            "default_endpoint": endpoint,
+            "default_consent_endpoint": f"{base_url}/ecrm/api/v1/consents",
+            "default_example": example,
         }
