@@ -711,7 +711,9 @@ class EcrmCampaign(models.Model):
         """One campaign interaction per recipient r of the campaign matching the SQL
         condition ``where``, in one INSERT ... SELECT (no self-join of the recipients, whose
         statistics are stale right after the preparation)."""
-        email = self.env["ecrm.channel"]._get_by_code("email")
+        # A skip before any channel was chosen is logged on the campaign's first channel.
+        first = self.channel_line_ids.sorted("sequence")[:1].channel_id
+        first = first or self.env["ecrm.channel"]._get_by_code("email")
         self.env["ecrm.campaign.recipient"].flush_model()
         self.env["res.partner"].flush_model(["commercial_partner_id"])
         reasons = dict(self.env["ecrm.campaign.recipient"]._fields["skip_reason"].selection)
@@ -723,7 +725,7 @@ class EcrmCampaign(models.Model):
                     outcome, user_id, company_id, capture_mode, campaign_id, res_model, res_id,
                     create_uid, create_date, write_uid, write_date)
                 SELECT COALESCE(r.contact_id, r.partner_id), p.commercial_partner_id,
-                       COALESCE(r.channel_id, %(email)s),
+                       COALESCE(r.channel_id, %(first)s),
                        'outbound', now() at time zone 'UTC',
                        %(name)s || CASE WHEN r.skip_reason IS NULL THEN ''
                                         ELSE ': ' || (%(reasons)s::jsonb ->> r.skip_reason) END,
@@ -734,7 +736,7 @@ class EcrmCampaign(models.Model):
                   JOIN res_partner p ON p.id = r.partner_id
                  WHERE r.campaign_id = %(campaign)s AND %(where)s
                 """,
-                email=email.id,
+                first=first.id,
                 name=self.name,
                 reasons=json.dumps(reasons),
                 outcome=outcome,

@@ -113,6 +113,19 @@ class TestEcrmCampaign(EcrmCommon, MockEmail):
         self.assertEqual(logged.outcome, "skipped")
         self.assertIn("Opted out", logged.subject)
         self.assertEqual(logged.campaign_id, campaign.utm_campaign_id)
+        self.assertEqual(logged.channel_id, self.email, "the campaign's first channel")
+        phone_only = self._campaign(
+            name="Calls",
+            channel_line_ids=[Command.create({"channel_id": self.phone.id})],
+        )
+        phone_only.action_prepare()
+        skip = self.env["ecrm.interaction"].search(
+            [
+                ("campaign_id", "=", phone_only.utm_campaign_id.id),
+                ("partner_id", "=", self.p_out.id),
+            ]
+        )
+        self.assertEqual(skip.channel_id, self.phone, "never an email for a phone campaign")
         self.assertFalse(self.p_out.ecrm_last_contact_date, "a skip is no contact")
 
     def test_preferred_channel_first(self):
