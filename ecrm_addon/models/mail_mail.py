@@ -17,7 +17,7 @@ class MailMail(models.Model):
         marker = self.mailing_id.get_base_url() + PREFERENCE_LINK_MARKER
         # sudo: the queue sends as superuser already; the partner is the mail's recipient
         partner = self.env["res.partner"].sudo().browse(self.res_id)
-        url = partner.with_context(ecrm_campaign_id=campaign.id).ecrm_preference_url
+        url = partner._ecrm_preference_url(campaign.sudo().company_id)
         for email_values in email_list:
             if email_values.get("body") and marker in email_values["body"]:
                 email_values["body"] = email_values["body"].replace(marker, url)

@@ -50,19 +50,24 @@ class MailingTrace(models.Model):
         return result
 
     def _ecrm_set_delivery(self, delivery):
-        """The campaign recipients these traces reached: their delivery moves forward."""
-        traces = self.filtered(
-            lambda t: t.mass_mailing_id.ecrm_campaign_id and t.model == "res.partner"
-        )
-        if not traces:
+        """The campaign recipients these traces reached: their delivery moves forward.
+
+        Mail by mail, the queue marks each trace sent: one UPDATE that finds the
+        recipient through the trace's mailing in SQL, no read of the mailing's record."""
+        if not self.ids:
             return
+        self.flush_recordset(["mass_mailing_id", "model", "res_id"])
+        self.env["mailing.mailing"].flush_model(["ecrm_campaign_id"])
         self.env["ecrm.campaign.recipient"]._set_delivery(
             delivery,
             SQL(
                 """(r.campaign_id, r.contact_id) IN (
-                       SELECT * FROM unnest(%s::int[], %s::int[]))""",
-                [t.mass_mailing_id.ecrm_campaign_id.id for t in traces],
-                [t.res_id for t in traces],
+                       SELECT m.ecrm_campaign_id, t.res_id
+                         FROM mailing_trace t
+                         JOIN mailing_mailing m ON m.id = t.mass_mailing_id
+                        WHERE t.id = ANY(%s) AND t.model = 'res.partner'
+                          AND m.ecrm_campaign_id IS NOT NULL)""",
+                self.ids,
             ),
         )
 
