@@ -83,8 +83,15 @@ class TestEcrmCampaignEmail(EcrmCommon, MockEmail):
         self.assertNotIn("unsubscribe_from_list", sent["body"])
 
     def test_preview_and_test_send(self):
+        # A held-out customer first: they get no email, the preview shows a recipient's.
+        held = self.env["res.partner"].create({"name": "Hugo Held", "email": "hugo@ex.com"})
+        self.segment.domain = repr([("id", "in", (held | self.emma).ids)])
         self.campaign.action_prepare()
-        code = self.campaign.recipient_ids.coupon_code
+        recipients = self.campaign.recipient_ids.sorted("id")
+        recipients.filtered(lambda r: r.partner_id == held).write(
+            {"group": "holdout", "state": "holdout", "coupon_id": False}
+        )
+        code = recipients.filtered(lambda r: r.partner_id == self.emma).coupon_code
         action = self.campaign.with_user(self.user_salesman).action_preview_email()
         preview = (
             self.env[action["res_model"]]

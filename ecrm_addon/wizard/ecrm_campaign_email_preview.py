@@ -29,7 +29,12 @@ class EcrmCampaignEmailPreview(models.TransientModel):
         if campaign and "partner_id" in fields_list and not values.get("partner_id"):
             email = self.env["ecrm.channel"]._get_by_code("email")
             recipient = self.env["ecrm.campaign.recipient"].search(
-                [("campaign_id", "=", campaign.id), ("channel_id", "=", email.id)], limit=1
+                [
+                    ("campaign_id", "=", campaign.id),
+                    ("channel_id", "=", email.id),
+                    ("state", "in", ("planned", "sent")),
+                ],
+                limit=1,
             )
             values["partner_id"] = (
                 recipient.contact_id.id
