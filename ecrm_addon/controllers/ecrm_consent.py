@@ -13,6 +13,10 @@ from odoo.http import request
 _logger = logging.getLogger(__name__)
 
 PAUSE_DAYS = (30, 90)
+# The channels a company markets on: the ones campaigns use.
+MARKETING_CODES = ("email", "sms", "phone", "letter")
+# A new preference link is mailed at most once in this time per address.
+NEW_LINK_MINUTES = 10
 # Validity of a double opt-in link (res.partner.action_ecrm_request_double_opt_in).
 DOUBLE_OPT_IN_HOURS = 72
 # The outside key of a double opt-in confirmation: the link's hash, so a link counts once.
@@ -53,15 +57,33 @@ class EcrmConsentController(http.Controller):
         return partner, partner.company_id or company, values
 
     def _invalid(self, status=403):
-        return request.render("ecrm_addon.ecrm_consent_invalid_page", {}, status=status)
+        return request.render(
+            "ecrm_addon.ecrm_consent_invalid_page", {"new_link": True}, status=status
+        )
 
     def _channels(self, company):
+        """The channels the company markets on."""
         # sudo: public page, channels are configuration
         return (
             request.env["ecrm.channel"]
             .sudo()
-            .search(["|", ("company_id", "=", False), ("company_id", "=", company.id)])
+            .search(
+                [
+                    ("code", "in", MARKETING_CODES),
+                    "|",
+                    ("company_id", "=", False),
+                    ("company_id", "=", company.id),
+                ]
+            )
         )
+
+    def _shown_channels(self, partner, company):
+        """(channels, reasons): those the company markets on for which the customer has
+        an address, and why each may not be used now."""
+        channels = self._channels(company)
+        reasons = self._reasons(partner, company, channels)
+        shown = channels.filtered(lambda channel: reasons[channel.id] != "no_address")
+        return shown, reasons
 
     def _record(self, partner, company, changes, source, pause_until=None):
         """Append consent events for ``changes`` ({channel: state})."""
@@ -119,6 +141,21 @@ class EcrmConsentController(http.Controller):
         partner, company, _values = read
         return self._render_preferences(partner, company, token, saved=bool(saved))
 
+    def _paused_consents(self, partner, company, channels):
+        # sudo: see _read_token
+        return (
+            request.env["ecrm.consent"]
+            .sudo()
+            .search(
+                [
+                    ("partner_id", "=", partner.id),
+                    ("company_id", "=", company.id),
+                    ("channel_id", "in", channels.ids),
+                    ("paused_until", ">", fields.Datetime.now()),
+                ]
+            )
+        )
+
     def _reasons(self, partner, company, channels):
         """{channel id: why the customer may not be contacted, or False}"""
         Consent = request.env["ecrm.consent"].sudo()  # sudo: see _read_token
@@ -130,14 +167,9 @@ class EcrmConsentController(http.Controller):
         }
 
     def _render_preferences(self, partner, company, token, saved=False, error=None, status=200):
-        channels = self._channels(company)
-        # sudo: see _read_token
-        consents = (
-            request.env["ecrm.consent"]
-            .sudo()
-            .search([("partner_id", "=", partner.id), ("company_id", "=", company.id)])
-        )
-        paused_until = max(consents.mapped("paused_until") or [False]) or False
+        channels, reasons = self._shown_channels(partner, company)
+        paused = self._paused_consents(partner, company, channels)
+        paused_until = max(paused.mapped("paused_until") or [False]) or False
         return request.render(
             "ecrm_addon.ecrm_preferences_page",
             {
@@ -145,10 +177,8 @@ class EcrmConsentController(http.Controller):
                 "company": company,
                 "token": token,
                 "channels": channels,
-                "reasons": self._reasons(partner, company, channels),
-                "paused_until": paused_until
-                if paused_until and paused_until > fields.Datetime.now()
-                else False,
+                "reasons": reasons,
+                "paused_until": paused_until,
                 "saved": saved,
                 "error": error,
             },
@@ -175,9 +205,24 @@ class EcrmConsentController(http.Controller):
                 days=request.env._(" or ").join(map(str, PAUSE_DAYS)),
             )
             return self._render_preferences(partner, company, token, error=error, status=400)
-        channels = self._channels(company)
-        reasons = self._reasons(partner, company, channels)
+        channels, reasons = self._shown_channels(partner, company)
+        if post.get("resume"):
+            # The pause ends now: a pause event until now on each paused channel.
+            paused = self._paused_consents(partner, company, channels).channel_id
+            if paused:
+                now = fields.Datetime.now()
+                self._record(
+                    partner, company, dict.fromkeys(paused, "pause"), "preference_centre", now
+                )
+            return request.redirect(f"/ecrm/preferences/{token}?saved=1", code=303)
         changes = {}
+        if post.get("unsubscribe_all"):
+            # An explicit refusal on every channel not refused yet (also those not used
+            # now for want of consent: it outlives a change of the company's policy).
+            changes = {
+                channel: "opt_out" for channel in channels if reasons[channel.id] != "opted_out"
+            }
+            channels = channels.browse()
         for channel in channels:
             if f"channel_{channel.id}_shown" not in post:
                 continue  # not on the form the customer saw
@@ -193,6 +238,65 @@ class EcrmConsentController(http.Controller):
             pauses = dict.fromkeys(channels, "pause")
             self._record(partner, company, pauses, "preference_centre", until)
         return request.redirect(f"/ecrm/preferences/{token}?saved=1", code=303)
+
+    @http.route(
+        "/ecrm/preferences/new_link",
+        type="http",
+        auth="public",
+        methods=["POST"],
+        sitemap=False,
+    )
+    def preferences_new_link(self, email="", **post):
+        """Mail a new preference link to a known address. The answer is the same whether
+        the address is known or not (no list of customers to probe), and an address gets
+        at most one link every few minutes."""
+        address = tools.email_normalize(email or "")
+        if address:
+            # sudo: the visitor is anonymous; the link goes to the address's own mailbox
+            partner = (
+                request.env["res.partner"]
+                .sudo()
+                .search([("email_normalized", "=", address)], order="id", limit=1)
+            )
+            recent = (
+                request.env["mail.mail"]
+                .sudo()
+                .search_count(
+                    [
+                        ("email_to", "=", address),
+                        ("model", "=", "res.partner"),
+                        ("res_id", "=", partner.id),
+                        ("create_date", ">", fields.Datetime.now()
+                         - timedelta(minutes=NEW_LINK_MINUTES)),
+                    ],
+                    limit=1,
+                )
+            )  # fmt: skip
+            if partner and not recent:
+                self._send_new_link(partner, address)
+        return request.render(
+            "ecrm_addon.ecrm_consent_invalid_page", {"new_link": False, "sent": True}
+        )
+
+    def _send_new_link(self, partner, address):
+        company = partner.company_id or request.env.company
+        url = partner._ecrm_preference_url(company)
+        body = request.env["ir.qweb"]._render(
+            "ecrm_addon.ecrm_preferences_link_mail",
+            {"partner": partner, "company": company, "url": url},
+        )
+        # sudo: a public request mails the address's owner their own link
+        request.env["mail.mail"].sudo().create(
+            {
+                "subject": request.env._("Your communication preferences at %s", company.name),
+                "body_html": body,
+                "email_to": address,
+                "email_from": company.email_formatted or company.partner_id.email_formatted,
+                "model": "res.partner",
+                "res_id": partner.id,
+                "auto_delete": False,
+            }
+        ).send()
 
     @http.route("/my/ecrm/preferences", type="http", auth="user", methods=["GET"], sitemap=False)
     def my_preferences(self, **kwargs):

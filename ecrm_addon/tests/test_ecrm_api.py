@@ -607,7 +607,7 @@ class TestEcrmApiAccessWizard(EcrmApiCommon):
         wizard.name = "Web Shop"
         self.assertEqual(wizard.login, "ecrm-api-web-shop")
         action = wizard.save().action_create()
-        self.assertEqual(action["res_model"], "res.users.apikeys.show")
+        self.assertEqual(action["res_model"], "ecrm.api.key.show", "the e-CRM key dialog")
         key = action["context"]["default_key"]
         user = self.env["res.users"].search([("login", "=", "ecrm-api-web-shop")])
         self.assertTrue(user.share)

@@ -2,7 +2,9 @@
 that reach the customer with their coupon, the preference centre and one-click
 unsubscribe."""
 
-from odoo import Command
+import re
+
+from odoo import Command, tools
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
@@ -76,7 +78,15 @@ class TestEcrmCampaignEmail(EcrmCommon, MockEmail):
         self.assertIn(f"Dear Emma Email, as a {self.gold.name} customer your code is {code}.",
                       sent["body"])  # fmt: skip
         self.assertEqual(sent["subject"], "Emma Email, a gift for you")
-        self.assertIn(f'href="{self.emma._ecrm_preference_url(self.company_a)}"', sent["body"])
+        # The recipient's own preference link, signed for them and the campaign's company
+        # (tokens carry their expiry: compared by their content).
+        base = self.emma.get_base_url()
+        links = re.findall(rf'href="{re.escape(base)}/ecrm/preferences/([^"]+)"', sent["body"])
+        self.assertEqual(len(links), 1)
+        self.assertEqual(
+            tools.verify_hash_signed(self.env(su=True), "ecrm_preferences", links[0]),
+            {"p": self.emma.id, "c": self.company_a.id},
+        )
         self.assertIn("/unsubscribe_oneclick", sent["headers"]["List-Unsubscribe"])
         self.assertEqual(sent["headers"]["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click")
         self.assertIn("/mailing/", sent["body"], "the unsubscribe link is the recipient's")

@@ -527,6 +527,68 @@ class TestEcrmConsentPages(HttpCase, EcrmConsentCommon):
                 data[node.get("name")] = node.get("value")
         return data
 
+    def test_preference_centre_shows_marketing_channels_with_an_address(self):
+        token = self._token()
+        channels = self.env["ecrm.channel"].search([])
+        by_code = {channel.code: channel for channel in channels}
+
+        def shown():
+            page = self.url_open(f"/ecrm/preferences/{token}")
+            return {code for code, ch in by_code.items() if f'id="channel_{ch.id}"' in page.text}
+
+        self.customer.write({"phone": False, "street": False, "city": False})
+        self.assertEqual(shown(), {"email"}, "Carla has an email address only")
+        self.customer.write({"phone": "+32470111222", "street": "Rue 3", "city": "Namur"})
+        self.assertEqual(shown(), {"email", "sms", "phone", "letter"})
+
+    def test_unsubscribe_from_everything(self):
+        self.customer.street = False  # email, SMS and phone; no letters
+        token = self._token()
+        page = self.url_open(f"/ecrm/preferences/{token}")
+        self.assertIn("o_ecrm_unsubscribe_all", page.text)
+        data = {**self._form_as_shown(page), "unsubscribe_all": "1"}
+        response = self.url_open(f"/ecrm/preferences/{token}", data=data)
+        self.assertEqual(response.status_code, 200)
+        events = self.Event.search([("partner_id", "=", self.customer.id)])
+        self.assertEqual(set(events.mapped("state")), {"opt_out"})
+        self.assertEqual(set(events.channel_id.mapped("code")), {"email", "sms", "phone"})
+        for channel in events.channel_id:
+            self.assertEqual(self._reason(channel=channel), "opted_out", channel.code)
+
+    def test_pause_can_be_lifted(self):
+        token = self._token()
+        page = self.url_open(f"/ecrm/preferences/{token}")
+        self.url_open(f"/ecrm/preferences/{token}", data={**self._form_as_shown(page),
+                                                           "pause_days": "30"})  # fmt: skip
+        self.assertEqual(self._reason(), "paused")
+        page = self.url_open(f"/ecrm/preferences/{token}")
+        self.assertIn("o_ecrm_resume", page.text)
+        response = self.url_open(
+            f"/ecrm/preferences/{token}", data={"csrf_token": self._csrf(page), "resume": "1"}
+        )
+        self.assertEqual(response.status_code, 200)
+        self.assertFalse(self._reason(), "contactable again")
+        self.assertNotIn("o_ecrm_resume", response.text)
+
+    def test_invalid_link_offers_a_new_one(self):
+        page = self.url_open("/ecrm/preferences/garbage")
+        self.assertEqual(page.status_code, 403)
+        self.assertIn("o_ecrm_new_link_form", page.text)
+        csrf = self._csrf(page)
+        Mail = self.env["mail.mail"]
+        sent_to = [("email_to", "=", "carla@example.com"), ("res_id", "=", self.customer.id)]
+        for email in ("carla@example.com", "CARLA@example.com", "nobody@example.com"):
+            response = self.url_open(
+                "/ecrm/preferences/new_link", data={"csrf_token": csrf, "email": email}
+            )
+            self.assertEqual(response.status_code, 200)
+            self.assertIn("o_ecrm_new_link_sent", response.text, "the same answer for all")
+        mails = Mail.search(sent_to)
+        self.assertEqual(len(mails), 1, "one link, then a pause")
+        self.assertIn(self.customer._ecrm_preference_url(self.company_a), mails.body_html)
+        self.assertFalse(Mail.search([("email_to", "=", "nobody@example.com")]))
+        self.assertFalse(self.Event.search([("partner_id", "=", self.customer.id)]))
+
     def test_unchanged_form_while_paused_records_nothing(self):
         """Finding 11: only what the customer changed is recorded."""
         token = self._token()
