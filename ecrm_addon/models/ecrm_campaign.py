@@ -6,7 +6,7 @@ from datetime import timedelta
 from markupsafe import Markup
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import AccessError, UserError
 from odoo.tools import SQL
 
 from .ecrm_campaign_recipient import DELIVERED
@@ -214,6 +214,28 @@ class EcrmCampaign(models.Model):
                 count=counts["holdout"],
                 min=MIN_HOLDOUT,
             )
+
+    @api.constrains("email_body", "email_subject")
+    def _check_email_placeholders(self):
+        """Only Mail Template Editors write code in an email; others use the customer's
+        placeholders (as mail templates and mailings are checked). The campaign is no
+        template, so the check is here: else an administrator sending the campaign
+        would run a user's code in the mailing queue."""
+        if self.env.su or self.env.user.has_group("mail.group_mail_template_editor"):
+            return
+        Render = self.env["mail.render.mixin"]
+        for campaign in self:
+            if Render._has_unsafe_expression_template_qweb(
+                campaign.email_body, "res.partner"
+            ) or Render._has_unsafe_expression_template_inline_template(
+                campaign.email_subject, "res.partner"
+            ):
+                raise AccessError(
+                    self.env._(
+                        "Only Mail Template Editors may write code in a campaign email: use "
+                        "the customer's placeholders (type /field in the email)."
+                    )
+                )
 
     def _compute_render_model(self):
         self.render_model = "res.partner"
@@ -889,7 +911,8 @@ class EcrmCampaign(models.Model):
                 limit=1,
             ):
                 continue
-            if self.mailing_ids.filtered(
+            # sudo: the campaign's own mailings, whatever the user's Email Marketing rights
+            if self.sudo().mailing_ids.filtered(
                 lambda m, mailing_type=mailing_type: m.mailing_type == mailing_type
             ):
                 continue  # already created by an earlier, interrupted send
@@ -908,7 +931,13 @@ class EcrmCampaign(models.Model):
                 vals["body_arch"] = body
             else:
                 vals["body_plaintext"] = self.sms_body or self.name
-            mailing = self.env["mailing.mailing"].create(vals)
+            # sudo: campaign users send without Email Marketing rights; the content was
+            # checked when written (_check_email_placeholders), as a mailing checks its own
+            mailing = (
+                self.env["mailing.mailing"]
+                .sudo()
+                .create(dict(vals, user_id=self.user_id.id or self.env.uid))
+            )
             mailing.action_put_in_queue()
 
     def _get_email_body(self):

@@ -5,7 +5,7 @@ unsubscribe."""
 import re
 
 from odoo import Command, tools
-from odoo.exceptions import UserError
+from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
 from odoo.addons.mail.tests.common import MockEmail
@@ -134,3 +134,32 @@ class TestEcrmCampaignEmail(EcrmCommon, MockEmail):
         )
         with self.assertRaises(Exception):  # noqa: B017 (AccessError, wrapped by the compute)
             emma.sudo(False).ecrm_campaign_coupon  # noqa: B018
+
+    def test_code_in_an_email_needs_the_template_editor_right(self):
+        """A salesperson's email holds placeholders, never code an administrator would
+        later run in the mailing queue by sending the campaign."""
+        self.assertFalse(self.user_salesman.has_group("mail.group_mail_template_editor"))
+        campaign = self.campaign.with_user(self.user_salesman)
+        for body in (
+            '<p><t t-out="object.env.user.name"/></p>',
+            '<p><t t-out="object.sudo().ecrm_campaign_coupon"/></p>',
+        ):
+            with self.assertRaises(AccessError):
+                campaign.write({"email_body": body})
+        with self.assertRaises(AccessError):
+            campaign.write({"email_subject": "{{ object.env.cr.dbname }}"})
+        campaign.write({"email_body": BODY, "email_subject": "{{ object.name }}"})
+        self.assertIn("object.ecrm_campaign_coupon", campaign.email_body)
+
+    def test_salesperson_sends_an_email_campaign(self):
+        """Without Email Marketing rights, the campaign's mailing is made and queued."""
+        salesman = self.user_salesman
+        self.assertFalse(salesman.has_group("mass_mailing.group_mass_mailing_user"))
+        campaign = self.campaign.with_user(salesman)
+        campaign.action_prepare()
+        campaign.action_send()
+        mailing = self.campaign.sudo().mailing_ids
+        self.assertEqual((mailing.state, mailing.user_id), ("in_queue", self.campaign.user_id))
+        with self.mock_mail_gateway():
+            mailing.action_send_mail()
+        self.assertIn(self.campaign.recipient_ids.coupon_code, self._mails[0]["body"])
