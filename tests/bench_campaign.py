@@ -330,7 +330,7 @@ def bench_queue(registry, args, setup):
                     lambda self, auto_commit=False: send_batches(self, auto_commit=False),
                 ),
             ):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 mailing.action_send_mail()
                 mails = env["mail.mail"].search(
                     [("mailing_id", "=", mailing.id), ("state", "=", "outgoing")]
@@ -339,6 +339,7 @@ def bench_queue(registry, args, setup):
                 mails.send()
                 env.flush_all()
                 elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu
             traces = env["mailing.trace"].search(
                 [("mass_mailing_id", "=", mailing.id), ("trace_status", "=", "sent")]
             )
@@ -346,27 +347,30 @@ def bench_queue(registry, args, setup):
             with_code = "code: 044" in sample
             sent = FakeSMTP.sent
             cr.rollback()
-            return elapsed, sent, reached, with_code
+            return elapsed, cpu, sent, reached, with_code
 
     # Warm-up, not timed: templates compiled, caches filled, for both kinds alike.
-    _elapsed, _sent, reached, _code = queue_round("campaign", 50)
+    _elapsed, _cpu, _sent, reached, _code = queue_round("campaign", 50)
     queue_round("plain", 50, reached)
     best = {}
     for index in range(args.rounds):
         reached = None
         for kind in ("campaign", "plain"):
-            elapsed, sent, reached, with_code = queue_round(kind, args.queue, reached)
+            elapsed, cpu, sent, reached, with_code = queue_round(kind, args.queue, reached)
             print(
-                f"queue round {index + 1}: {kind:8} {elapsed:7.2f} s "
+                f"queue round {index + 1}: {kind:8} {elapsed:7.2f} s, Odoo's CPU {cpu:7.2f} s "
                 f"({sent:,} messages handed to SMTP, {len(reached):,} traces sent"
                 f"{', coupon code rendered' if with_code else ''})",
                 flush=True,
             )
             best[kind] = min(best.get(kind, elapsed), elapsed)
+            best[f"{kind} cpu"] = min(best.get(f"{kind} cpu", cpu), cpu)
     print(
         f"queue best: campaign email {best['campaign']:.2f} s, plain Odoo mailing "
         f"{best['plain']:.2f} s for {args.queue:,} customers, ratio "
-        f"{best['campaign'] / best['plain']:.3f} (goal <= 1.15)",
+        f"{best['campaign'] / best['plain']:.3f} (goal <= 1.15); Odoo's CPU "
+        f"{best['campaign cpu']:.2f} s against {best['plain cpu']:.2f} s, ratio "
+        f"{best['campaign cpu'] / best['plain cpu']:.3f}",
         flush=True,
     )
 
