@@ -122,6 +122,15 @@ class EcrmInteraction(models.Model):
         "so that a retried push never makes a duplicate.",
     )
 
+    # The "Log an Interaction" dialog schedules the next step with the log (not stored).
+    followup_date = fields.Date(
+        "Follow Up On",
+        store=False,
+        help="Schedule the next step with the customer: an activity on the customer, for "
+        "the salesperson, on this day.",
+    )
+    followup_summary = fields.Char("Follow-up", store=False)
+
     web_event_ids = fields.One2many(
         "ecrm.interaction.event",
         "interaction_id",
@@ -264,10 +273,33 @@ class EcrmInteraction(models.Model):
                 raise ValidationError(
                     self.env._("An interaction needs a customer: set the Customer field.")
                 )
+        followups = [
+            (vals.pop("followup_date", False), vals.pop("followup_summary", False))
+            for vals in vals_list
+        ]
         interactions = super().create(vals_list)
         if not self.env.su:
             interactions._check_user_values(creating=True)
+        for interaction, (date, summary) in zip(interactions, followups, strict=True):
+            if date:
+                interaction._schedule_followup(date, summary)
         return interactions
+
+    def _schedule_followup(self, date, summary):
+        """The next step after this interaction: a call when it was one, else a to-do,
+        on the customer, for the salesperson."""
+        self.ensure_one()
+        code = "call" if self.channel_id.code == "phone" else "todo"
+        self.partner_id.check_access("read")
+        # sudo: scheduling an activity needs write access to the customer, which
+        # salespeople without CRM may not have; they plan their own next step on a
+        # customer they may read and just logged a contact with
+        self.partner_id.sudo().activity_schedule(
+            f"mail.mail_activity_data_{code}",
+            date_deadline=date,
+            summary=summary or self.env._("Follow up: %s", self.display_name),
+            user_id=(self.user_id or self.env.user).id,
+        )
 
     def write(self, vals):
         if not self.env.su and set(SYSTEM_FIELDS) & set(vals):

@@ -30,7 +30,8 @@ class MailingMailing(models.Model):
                     raise ValidationError(
                         self.env._(
                             "You cannot send the mailing '%(mailing)s' to '%(target)s': it "
-                            "belongs to a company you are not working in.",
+                            "belongs to a company you are not working in, or you have no "
+                            "e-CRM rights.",
                             mailing=mailing.subject or mailing.display_name,
                             target=record.sudo().display_name,
                         )

@@ -8,11 +8,12 @@ parked events, domains that crash the server, recipients refused at delivery.
 
 import importlib.util
 import json
+from datetime import timedelta
 from pathlib import Path
 
-from odoo import Command
+from odoo import Command, fields
 from odoo.exceptions import AccessError, UserError, ValidationError
-from odoo.tests import tagged
+from odoo.tests import Form, tagged
 from odoo.tools import SQL, mute_logger
 
 from odoo.addons.mail.tests.common import MockEmail
@@ -300,6 +301,34 @@ class TestEcrmSecurity(EcrmCommon, MockEmail):
         logged = Interaction.create({**empty, "outcome": "voicemail"})
         with self.assertRaises(ValidationError):
             logged.write({"outcome": False})
+
+    def test_logging_a_call_schedules_the_follow_up(self):
+        """The Log an Interaction dialog schedules the next step in the same save."""
+        action = self.env["ecrm.interaction"]._action_log_interaction(self.customer)
+        form = Form(
+            self.env["ecrm.interaction"]
+            .with_user(self.user_salesman)
+            .with_context(**action["context"]),
+            view="ecrm_addon.ecrm_interaction_view_form_log",
+        )
+        form.subject = "Asked for a quote"
+        form.followup_date = fields.Date.today() + timedelta(days=3)
+        form.followup_summary = "Call back with the quote"
+        logged = form.save()
+        activity = self.env["mail.activity"].search(
+            [("res_model", "=", "res.partner"), ("res_id", "=", self.customer.id)]
+        )
+        self.assertEqual(len(activity), 1)
+        self.assertEqual(
+            (activity.summary, activity.date_deadline, activity.user_id, activity.activity_type_id),
+            (
+                "Call back with the quote",
+                fields.Date.today() + timedelta(days=3),
+                self.user_salesman,
+                self.env.ref("mail.mail_activity_data_call"),
+            ),
+        )
+        self.assertEqual(logged.capture_mode, "manual")
 
     # ------------------------------------------------------------
     # 13. Domains that crashed the server
