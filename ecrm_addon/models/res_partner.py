@@ -82,6 +82,13 @@ class ResPartner(models.Model):
         search="_search_ecrm_score_id",
         groups="ecrm_addon.group_ecrm_user",
     )
+    ecrm_scored_elsewhere = fields.Char(
+        "Scored In",
+        compute="_compute_ecrm_scored_elsewhere",
+        groups="ecrm_addon.group_ecrm_user",
+        help="Not scored in the current company: the user's other companies that score "
+        "this customer.",
+    )
     ecrm_segment_id = fields.Many2one(
         "ecrm.rfm.segment",
         string="RFM Segment",
@@ -351,6 +358,35 @@ class ResPartner(models.Model):
     def _ecrm_preference_url(self, company=None):
         self.ensure_one()
         return f"{self.get_base_url()}/ecrm/preferences/{self._ecrm_preference_token(company)}"
+
+    @api.depends_context("company", "uid")
+    def _compute_ecrm_scored_elsewhere(self):
+        unscored = self.filtered(lambda partner: not partner.ecrm_score_id)
+        names = {}
+        if unscored:
+            # sudo: the scores of the user's other companies, which the company switcher
+            # hides; only those companies' names are shown
+            groups = (
+                self.env["ecrm.customer.score"]
+                .sudo()
+                ._read_group(
+                    [
+                        ("partner_id", "in", unscored.commercial_partner_id.ids),
+                        ("company_id", "in", self.env.user.company_ids.ids),
+                        ("company_id", "!=", self.env.company.id),
+                    ],
+                    ["partner_id"],
+                    ["company_id:recordset"],
+                )
+            )
+            names = {
+                partner.id: ", ".join(companies.sorted("name").mapped("name"))
+                for partner, companies in groups
+            }
+        for partner in self:
+            partner.ecrm_scored_elsewhere = (
+                not partner.ecrm_score_id and names.get(partner.commercial_partner_id.id)
+            ) or False
 
     @api.depends_context("company")
     def _compute_ecrm_score(self):

@@ -151,3 +151,23 @@ class TestEcrmCustomerGlance(EcrmCommon):
         for model in ("res.partner", "sale.order"):
             arch = self.env[model].get_views([(False, "form")])["views"]["form"]["arch"]
             self.assertIn('name="ecrm_glance"', arch, f"the {model} form has the glance row")
+
+    def test_customer_scored_in_another_company_says_so(self):
+        """The manager works in A and B; a customer scored in B only says so in A, and
+        a salesperson of A only is never told about B."""
+        self.env["ecrm.customer.score"].create(
+            {"partner_id": self.customer.id, "company_id": self.company_b.id, "clv": 10.0}
+        )
+        in_a = self.customer.with_user(self.user_manager).with_context(
+            allowed_company_ids=self.company_a.ids
+        )
+        self.assertFalse(in_a.ecrm_score_id)
+        self.assertEqual(in_a.ecrm_scored_elsewhere, self.company_b.name)
+        in_b = self.customer.with_user(self.user_manager).with_context(
+            allowed_company_ids=self.company_b.ids
+        )
+        self.assertTrue(in_b.ecrm_score_id)
+        self.assertFalse(in_b.ecrm_scored_elsewhere)
+        self.assertFalse(self.customer.with_user(self.user_salesman).ecrm_scored_elsewhere)
+        arch = self.env["res.partner"].get_views([(False, "form")])["views"]["form"]["arch"]
+        self.assertIn('name="ecrm_scored_elsewhere"', arch)
