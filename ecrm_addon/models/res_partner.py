@@ -15,7 +15,7 @@ PY_OPERATORS = {
     ">=": py_operator.ge,
 }
 RECENT_DAYS = 90
-TIMELINE_SIZE = 40
+TIMELINE_SIZE = 20
 ECRM_PARTNER_INDEXED = ("email_normalized", "phone_sanitized")
 
 
