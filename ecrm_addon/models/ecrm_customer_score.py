@@ -1,6 +1,8 @@
 from odoo import api, fields, models, tools
 from odoo.tools import SQL
 
+from .res_partner import CHURN_RISK_HELP
+
 SCORE_SELECTION = [(str(score), str(score)) for score in range(1, 6)]
 
 
@@ -57,7 +59,12 @@ class EcrmCustomerScore(models.Model):
     f_score = fields.Selection(SCORE_SELECTION, "F", help="Frequency quintile: 5 = most orders.")
     m_score = fields.Selection(SCORE_SELECTION, "M", help="Monetary quintile: 5 = highest spend.")
     rfm_code = fields.Char("RFM", help="R, F and M scores, e.g. 545.")
-    segment_id = fields.Many2one("ecrm.rfm.segment", string="RFM Segment")
+    segment_id = fields.Many2one(
+        "ecrm.rfm.segment",
+        string="RFM Segment",
+        help="Where the customer stands by how recently, how often and how much they "
+        "buy, e.g. Champions: bought recently, buy often and spend the most.",
+    )
     # Engagement
     interaction_count_recent = fields.Integer("Interactions (90 days)")
     inbound_share = fields.Float(
@@ -80,7 +87,7 @@ class EcrmCustomerScore(models.Model):
         "Probability Active",
         help="Probability that the customer still buys (BG/NBD model).",
     )
-    churn_risk = fields.Float(help="1 - probability active.")
+    churn_risk = fields.Float(help=CHURN_RISK_HELP)
     expected_purchases_30 = fields.Float("Expected Purchases (30 days)")
     expected_purchases_90 = fields.Float("Expected Purchases (90 days)")
     expected_purchases_365 = fields.Float("Expected Purchases (365 days)")

@@ -16,6 +16,11 @@ PY_OPERATORS = {
 }
 RECENT_DAYS = 90
 TIMELINE_SIZE = 20
+CHURN_RISK_HELP = (
+    "Chance that this customer has stopped buying, from the pattern of their orders (a "
+    "model of purchase timing). Not the same as the 'At Risk' RFM segment, which only "
+    "ranks how long ago they bought."
+)
 ECRM_PARTNER_INDEXED = ("email_normalized", "phone_sanitized")
 
 
@@ -111,12 +116,15 @@ class ResPartner(models.Model):
     )
     ecrm_churn_risk = fields.Float(
         string="Churn Risk",
+        help=CHURN_RISK_HELP,
         compute="_compute_ecrm_score",
         search="_search_ecrm_churn_risk",
         groups="ecrm_addon.group_ecrm_user",
     )
     ecrm_clv = fields.Float(
         string="Lifetime Value",
+        help="What this customer's future orders are expected to be worth, discounted, "
+        "over the horizon set in the settings.",
         compute="_compute_ecrm_score",
         search="_search_ecrm_clv",
         groups="ecrm_addon.group_ecrm_user",
