@@ -256,9 +256,8 @@ def bench_queue(registry, args, setup):
             yield
 
     body = '<p>Dear <t t-out="object.name"/>, thank you for your loyalty.</p>'
-    coupon = (
-        '<p>Your personal code: <t t-out="object.ecrm_campaign_coupon_code(ecrm_campaign_id)"/></p>'
-    )
+    # The placeholder the editor inserts (/field, Campaign Coupon Code).
+    coupon = '<p>Your personal code: <t t-out="object.ecrm_campaign_coupon"/></p>'
 
     def queue_round(kind, quantity, recipients=None):
         """Render and send the queued email of a campaign (kind 'campaign') to

@@ -137,5 +137,6 @@ class EcrmCampaignRecipient(models.Model):
                 where=where,
             )
         )
-        self.invalidate_model(["delivery", "write_date"])
-        self.env["ecrm.campaign"].invalidate_model()  # their counts
+        if self.env.cr.rowcount:
+            self.invalidate_model(["delivery", "write_date"])
+            self.env["ecrm.campaign"].invalidate_model()  # their counts
