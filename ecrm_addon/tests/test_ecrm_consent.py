@@ -585,7 +585,12 @@ class TestEcrmConsentPages(HttpCase, EcrmConsentCommon):
             self.assertIn("o_ecrm_new_link_sent", response.text, "the same answer for all")
         mails = Mail.search(sent_to)
         self.assertEqual(len(mails), 1, "one link, then a pause")
-        self.assertIn(self.customer._ecrm_preference_url(self.company_a), mails.body_html)
+        # The customer's own link (tokens carry their expiry: compared by their content).
+        tokens = re.findall(r"/ecrm/preferences/([A-Za-z0-9_-]+)", mails.body_html)
+        self.assertEqual(
+            [tools.verify_hash_signed(self.env(su=True), "ecrm_preferences", t) for t in tokens],
+            [{"p": self.customer.id, "c": self.company_a.id}],
+        )
         self.assertFalse(Mail.search([("email_to", "=", "nobody@example.com")]))
         self.assertFalse(self.Event.search([("partner_id", "=", self.customer.id)]))
 
