@@ -979,8 +979,17 @@ class EcrmCampaign(models.Model):
             engine="qweb",
             options={"post_process": True},
         )[partner.id]
-        url = partner.with_context(ecrm_campaign_id=self.id).ecrm_preference_url
-        return subject, body.replace(self.get_base_url() + PREFERENCE_LINK_MARKER, url)
+        return subject, self._set_preference_link(body, partner)
+
+    def _set_preference_link(self, body, partner):
+        """``body`` of this campaign's email with the footer's marker replaced by the
+        preference centre link of ``partner``, signed for the campaign's company."""
+        self.ensure_one()
+        marker = self.get_base_url() + PREFERENCE_LINK_MARKER
+        if not body or marker not in body:
+            return body
+        # sudo: the campaign's company, to sign the recipient's own link
+        return body.replace(marker, partner._ecrm_preference_url(self.sudo().company_id))
 
     def action_preview_email(self):
         """Preview the email of a recipient, and send a test of it."""

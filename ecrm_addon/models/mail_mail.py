@@ -1,7 +1,5 @@
 from odoo import models
 
-from .ecrm_campaign import PREFERENCE_LINK_MARKER
-
 
 class MailMail(models.Model):
     _inherit = "mail.mail"
@@ -14,11 +12,8 @@ class MailMail(models.Model):
         campaign = self.mailing_id.ecrm_campaign_id
         if not campaign or not self.res_id or self.model != "res.partner":
             return email_list
-        marker = self.mailing_id.get_base_url() + PREFERENCE_LINK_MARKER
         # sudo: the queue sends as superuser already; the partner is the mail's recipient
         partner = self.env["res.partner"].sudo().browse(self.res_id)
-        url = partner._ecrm_preference_url(campaign.sudo().company_id)
         for email_values in email_list:
-            if email_values.get("body") and marker in email_values["body"]:
-                email_values["body"] = email_values["body"].replace(marker, url)
+            email_values["body"] = campaign._set_preference_link(email_values.get("body"), partner)
         return email_list

@@ -108,6 +108,19 @@ class EcrmCommon(TransactionCase):
         )
 
     @classmethod
+    def _coupon_program(cls, name="10% coupon", company=None):
+        """A coupon program of 10% off, used with a code, in company A by default."""
+        return cls.env["loyalty.program"].create(
+            {
+                "name": name,
+                "program_type": "coupons",
+                "company_id": (company or cls.company_a).id,
+                "trigger": "with_code",
+                "reward_ids": [Command.create({"discount": 10})],
+            }
+        )
+
+    @classmethod
     def _create_order(cls, partner, company=None, qty=1, price=100.0, confirm=True, **vals):
         company = company or cls.company_a
         order = (

@@ -57,15 +57,7 @@ class TestEcrmCampaign(EcrmCommon, MockEmail):
                 "domain": repr([("id", "in", cls.everyone.ids)]),
             }
         )
-        cls.program = cls.env["loyalty.program"].create(
-            {
-                "name": "10% coupon",
-                "program_type": "coupons",
-                "company_id": cls.company_a.id,
-                "trigger": "with_code",
-                "reward_ids": [Command.create({"discount": 10})],
-            }
-        )
+        cls.program = cls._coupon_program("10% coupon")
 
     def _campaign(self, **vals):
         return self.env["ecrm.campaign"].create(

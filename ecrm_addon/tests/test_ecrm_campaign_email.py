@@ -41,15 +41,7 @@ class TestEcrmCampaignEmail(EcrmCommon, MockEmail):
                 "domain": repr([("id", "=", cls.emma.id)]),
             }
         )
-        program = cls.env["loyalty.program"].create(
-            {
-                "name": "10% coupon",
-                "program_type": "coupons",
-                "company_id": cls.company_a.id,
-                "trigger": "with_code",
-                "reward_ids": [Command.create({"discount": 10})],
-            }
-        )
+        program = cls._coupon_program("10% coupon")
         cls.campaign = cls.env["ecrm.campaign"].create(
             {
                 "name": "Spring",
@@ -132,7 +124,7 @@ class TestEcrmCampaignEmail(EcrmCommon, MockEmail):
         emma = self.emma.with_user(self.user_salesman_b).with_context(
             ecrm_campaign_id=self.campaign.id
         )
-        with self.assertRaises(Exception):  # noqa: B017 (AccessError, wrapped by the compute)
+        with self.assertRaises(AccessError):
             emma.sudo(False).ecrm_campaign_coupon  # noqa: B018
 
     def test_code_in_an_email_needs_the_template_editor_right(self):

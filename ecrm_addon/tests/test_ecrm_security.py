@@ -60,15 +60,7 @@ class TestEcrmSecurity(EcrmCommon, MockEmail):
                 "channel_line_ids": [Command.create({"channel_id": cls.email.id})],
             }
         )
-        cls.program_a = cls.env["loyalty.program"].create(
-            {
-                "name": "A coupon",
-                "program_type": "coupons",
-                "company_id": cls.company_a.id,
-                "trigger": "with_code",
-                "reward_ids": [Command.create({"discount": 10})],
-            }
-        )
+        cls.program_a = cls._coupon_program("A coupon")
 
     def _as_salesman(self, model):
         return self.env[model].with_user(self.user_salesman).with_company(self.company_a)
